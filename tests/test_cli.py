@@ -1,0 +1,54 @@
+"""The command line: JSON on stdout only, errors as one paragraph with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from typer.testing import CliRunner
+
+from miascale.cli import app
+
+runner = CliRunner()
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "miascale.cli", *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_data_list_json():
+    r = runner.invoke(app, ["data", "list", "--json"])
+    assert r.exit_code == 0
+    rows = json.loads(r.stdout)
+    assert {row["name"] for row in rows} == {"fashion-mnist", "wordnet", "digits"}
+    assert all(row["present"] for row in rows)  # CI installs the Debian packages
+
+
+def test_features_json_then_cache(tmp_path):
+    p = tmp_path / "f.npz"
+    rng = np.random.default_rng(0)
+    np.savez(p, x=rng.integers(0, 255, (30, 8, 8), dtype=np.uint8), y=np.repeat([0, 1, 2], 10))
+    args = ["features", "--dataset", f"npz:{p}", "--resolution", "32", "--json"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    a = json.loads(first.stdout)  # stdout holds JSON only; progress went to stderr
+    assert a["train_shape"] == [24, 1280] and not a["from_cache"]
+    second = json.loads(run_cli(*args).stdout)
+    assert second["from_cache"] and second["cache_key"] == a["cache_key"]
+
+
+def test_errors_are_one_paragraph_without_traceback(tmp_path):
+    cases = [
+        (["features", "--dataset", "cifar"], "Unknown dataset"),
+        (["features", "--backbone", "resnet"], "Unknown backbone"),
+        (["features", "--resolution", "0"], "positive integer"),
+        (["features", "--dataset", f"images:{tmp_path}/none"], "does not exist"),
+        (["data", "fetch", "imagenet"], "Unknown dataset"),
+    ]
+    for args, msg in cases:
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.stdout == ""
