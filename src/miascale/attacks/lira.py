@@ -1,0 +1,230 @@
+"""LiRA (Carlini et al., 2022), vectorised over targets and examples.
+
+Every one of the K models is the target once; the other K−1 models are its shadows
+(leave-one-out). Shadow statistics are split per example into IN (shadow trained on the example)
+and OUT groups, Gaussians are fitted to each, and the target's statistic is scored against them.
+The target's own row never influences its parameters: leave-one-out sums, variances and medians
+are obtained by removing the target's contribution from per-example totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+from miascale.errors import MiascaleError
+
+__all__ = ["LOCATIONS", "STD_FLOOR", "VARIANCES", "LiraResult", "lira_scores"]
+
+VARIANCES = ("per-example", "global")
+LOCATIONS = ("mean", "median")
+#: Standard deviations are floored at this value so that degenerate (constant) shadow statistics
+#: give finite scores, as in the reference implementation's ``std + 1e-30``.
+STD_FLOOR = 1e-30
+
+
+@dataclass(frozen=True)
+class LiraResult:
+    """LiRA scores for every (target model, pool example).
+
+    Attributes:
+        scores: ``(K, N)`` float64; higher = more likely a member of the target's training set.
+            NaN where a required shadow group (IN for online, OUT always) is empty.
+        n_fallback_variance: number of scored (k, n) pairs where a required group had between 1
+            and ``min_shadows − 1`` shadows, so the target's pooled ("global") std was used.
+        n_unscored: number of NaN scores.
+        online, variance, location, min_shadows: the settings used.
+    """
+
+    scores: np.ndarray
+    n_fallback_variance: int
+    n_unscored: int
+    online: bool
+    variance: str
+    location: str
+    min_shadows: int
+
+    @property
+    def n_models(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.scores.shape[1])
+
+
+@dataclass(frozen=True)
+class _GroupFit:
+    """Leave-one-out Gaussian parameters for one group, each ``(K, N)``."""
+
+    count: np.ndarray  # int, number of shadows in the group
+    loc: np.ndarray  # location (NaN when count == 0)
+    std: np.ndarray  # per-example std, ddof=1 (NaN when count < 2)
+    pooled_std: np.ndarray  # (K, 1) per-target pooled within-example std over shadows
+
+
+def _loo_median(stats: np.ndarray, member: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Leave-one-out medians of ``stats`` restricted to ``member`` rows, per column."""
+    k_models = stats.shape[0]
+    vals = np.where(member, stats, np.inf)
+    order = np.argsort(vals, axis=0, kind="stable")
+    sorted_vals = np.take_along_axis(vals, order, axis=0)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(k_models)[:, None], order.shape), 0)
+    # Leave-one-out set size for target k is `count`; its sorted sequence is the group's sorted
+    # sequence with the target's own rank removed (when the target is in the group).
+    lo = np.maximum((count - 1) // 2, 0)
+    hi = np.maximum(count // 2, 0)
+
+    def gather(pos: np.ndarray) -> np.ndarray:
+        orig = pos + (member & (pos >= rank))
+        orig = np.minimum(orig, k_models - 1)
+        return np.take_along_axis(sorted_vals, orig, axis=0)
+
+    med = 0.5 * (gather(lo) + gather(hi))
+    return np.where(count > 0, med, np.nan)
+
+
+def _fit_group(stats: np.ndarray, member: np.ndarray, location: str) -> _GroupFit:
+    """Leave-one-out fit of one group (IN or OUT) for every target at once."""
+    m = member.astype(np.float64)
+    total = member.sum(axis=0)  # (N,) models in the group, target included
+    count = total[None, :] - member.astype(np.int64)  # (K, N) shadows in the group
+    # Centre on the all-model group mean for numerically stable down-dating.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = np.where(total > 0, (stats * m).sum(axis=0) / np.maximum(total, 1), 0.0)
+    c = np.where(member, stats - centre[None, :], 0.0)
+    s_c = c.sum(axis=0)
+    ss_c = (c * c).sum(axis=0)
+    loo_sum = s_c[None, :] - c  # c is 0 where the target is not a member
+    loo_ss = ss_c[None, :] - c * c
+    safe = np.maximum(count, 1)
+    loo_mean_c = loo_sum / safe
+    dev_ss = np.maximum(loo_ss - loo_sum * loo_mean_c, 0.0)
+    dev_ss = np.where(count >= 2, dev_ss, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.where(count >= 2, np.sqrt(dev_ss / np.maximum(count - 1, 1)), np.nan)
+        dof = np.maximum(count - 1, 0).sum(axis=1, keepdims=True)
+        pooled = np.where(dof > 0, np.sqrt(dev_ss.sum(axis=1, keepdims=True) / dof), np.nan)
+    if location == "mean":
+        loc = np.where(count > 0, centre[None, :] + loo_mean_c, np.nan)
+    else:
+        loc = _loo_median(stats, member, count)
+    return _GroupFit(count=count, loc=loc, std=std, pooled_std=pooled)
+
+
+def _choose_std(fit: _GroupFit, variance: str, min_shadows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (std, fallback mask) for a group."""
+    pooled = np.broadcast_to(fit.pooled_std, fit.std.shape)
+    if variance == "global":
+        return np.maximum(pooled, STD_FLOOR), np.zeros(fit.std.shape, dtype=bool)
+    fallback = (fit.count >= 1) & (fit.count < min_shadows)
+    std = np.where(fallback, pooled, fit.std)
+    return np.maximum(std, STD_FLOOR), fallback
+
+
+def _validate(
+    stats: np.ndarray, in_mask: np.ndarray, online: bool, variance: str, location: str, min_sh: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if variance not in VARIANCES:
+        raise MiascaleError(
+            f"Unknown LiRA variance mode {variance!r}. Valid modes are: {', '.join(VARIANCES)} "
+            "('per-example' fits a std per example, 'global' pools one std over all examples)."
+        )
+    if location not in LOCATIONS:
+        raise MiascaleError(
+            f"Unknown LiRA location {location!r}. Valid locations are: {', '.join(LOCATIONS)}."
+        )
+    if not isinstance(online, (bool, np.bool_)):
+        raise MiascaleError(f"online must be True or False, got {online!r}.")
+    if isinstance(min_sh, bool) or not isinstance(min_sh, (int, np.integer)) or min_sh < 2:
+        raise MiascaleError(
+            f"min_shadows must be an integer >= 2 (a std needs at least two values), got "
+            f"{min_sh!r}."
+        )
+    s = np.asarray(stats)
+    mask = np.asarray(in_mask)
+    if s.ndim != 2:
+        raise MiascaleError(
+            f"LiRA statistics must be a 2-D (models, examples) array, got shape {s.shape}."
+        )
+    if mask.shape != s.shape:
+        raise MiascaleError(
+            f"in_mask shape {mask.shape} does not match statistics shape {s.shape}; both must be "
+            "(models, examples) from the same membership plan."
+        )
+    if s.shape[0] < 3:
+        raise MiascaleError(
+            f"LiRA needs at least 3 models (each target needs shadows both IN and OUT), got "
+            f"{s.shape[0]}. Train more models; 16 or more is recommended."
+        )
+    if not np.issubdtype(s.dtype, np.number) or np.issubdtype(s.dtype, np.complexfloating):
+        raise MiascaleError(f"LiRA statistics must be real numbers, got dtype {s.dtype}.")
+    s = s.astype(np.float64)
+    if not np.all(np.isfinite(s)):
+        raise MiascaleError(
+            "LiRA statistics contain NaN or infinite values; compute them with "
+            "miascale.signals.lira_statistic from finite logits."
+        )
+    if mask.dtype != np.bool_:
+        if not np.issubdtype(mask.dtype, np.integer) or not np.all((mask == 0) | (mask == 1)):
+            raise MiascaleError(
+                f"in_mask must be boolean (or 0/1 integers), got dtype {mask.dtype}. Use "
+                "MembershipPlan.in_mask."
+            )
+        mask = mask.astype(bool)
+    return s, mask
+
+
+def lira_scores(
+    stats: np.ndarray,
+    in_mask: np.ndarray,
+    *,
+    online: bool = True,
+    variance: str = "per-example",
+    location: str = "mean",
+    min_shadows: int = 2,
+) -> LiraResult:
+    """Leave-one-out LiRA scores for every model as target.
+
+    Args:
+        stats: ``(K, N)`` LiRA statistic φ of pool example n under model k (K ≥ 3).
+        in_mask: ``(K, N)`` bool membership.
+        online: online test (IN vs OUT likelihood ratio) or offline one-sided test against OUT.
+        variance: "per-example" (each example's own shadow std, ddof=1) or "global" (one pooled
+            within-example std per target and group, over the shadows only).
+        location: "mean" or "median" of the shadow statistics.
+        min_shadows: with per-example variance, groups with 1..min_shadows−1 shadows fall back to
+            the target's pooled std (counted in ``n_fallback_variance``).
+
+    Returns:
+        :class:`LiraResult`; higher scores mean "more likely member".
+    """
+    s, mask = _validate(stats, in_mask, online, variance, location, min_shadows)
+    out_fit = _fit_group(s, ~mask, location)
+    out_std, out_fb = _choose_std(out_fit, variance, min_shadows)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if online:
+            in_fit = _fit_group(s, mask, location)
+            in_std, in_fb = _choose_std(in_fit, variance, min_shadows)
+            scores = norm.logpdf(s, in_fit.loc, in_std) - norm.logpdf(s, out_fit.loc, out_std)
+            unscorable = (in_fit.count == 0) | (out_fit.count == 0)
+            fallback = in_fb | out_fb
+        else:
+            z = (s - out_fit.loc) / out_std
+            scores = -norm.logsf(z)
+            unscorable = out_fit.count == 0
+            fallback = out_fb
+    scores = np.where(unscorable, np.nan, scores).astype(np.float64)
+    unscored = np.isnan(scores)
+    return LiraResult(
+        scores=scores,
+        n_fallback_variance=int(np.count_nonzero(fallback & ~unscored)),
+        n_unscored=int(np.count_nonzero(unscored)),
+        online=bool(online),
+        variance=variance,
+        location=location,
+        min_shadows=int(min_shadows),
+    )

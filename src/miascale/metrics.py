@@ -1,0 +1,369 @@
+"""Attack metrics: the one definition of ROC, TPR at fixed FPR, AUC and balanced accuracy.
+
+Every number miascale reports about an attack comes from this module. All functions are pure,
+vectorised numpy/scipy code (one sort, no per-example Python loops) and do no I/O.
+
+Conventions
+-----------
+* ``scores``: real numbers of any shape (flattened). **Higher score = more likely member.**
+  Every score must be finite.
+* ``labels``: booleans of the same shape, ``True`` = member (positive), ``False`` = non-member
+  (negative). Integer/float arrays containing only 0 and 1 are accepted too.
+* Callers with several targets pass ``(K, N)`` arrays; all pairs are pooled into one ROC curve
+  (the arrays are flattened), not averaged per target.
+* The attack predicts *member* when ``score >= threshold``.
+
+Definitions
+-----------
+Let ``P`` be the number of positives and ``Q`` the number of negatives.
+
+ROC curve
+    For every distinct score value ``s`` (taken as a threshold), ``TP(s)`` and ``FP(s)`` count the
+    positives and negatives with ``score >= s``; the vertex is ``(FP(s)/Q, TP(s)/P)``. The curve
+    starts at the vertex ``(0, 0)`` with threshold ``+inf`` and the vertices are ordered by
+    decreasing threshold. Examples with tied scores are never separated: they enter the curve
+    together as a single vertex. The vertices are exactly those of
+    ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``.
+
+TPR at FPR ``t`` (``0 < t < 1``)
+    The largest TPR among ROC vertices whose FPR is ``<= t``, i.e. the last vertex with
+    ``FP <= t * Q``. Nothing is interpolated and a tie is never split, so the reported value is
+    achieved by an actual threshold. The comparison is done on integer counts:
+    ``FP <= floor(t * Q * (1 + 1e-12) + 1e-9)``; the tiny slack only absorbs floating-point
+    error in ``t * Q`` (e.g. ``0.29 * 100 == 28.999999999999996``); it is far too small to admit
+    an extra false positive unless ``t * Q`` is within ~1e-9 of the next integer.
+    Reported with the vertex: its achieved FPR (``<= t``); its threshold (``+inf`` when no
+    vertex other than ``(0, 0)`` qualifies); the TP/FP counts; ``P`` and ``Q``; an exact
+    Clopper-Pearson interval for the TPR (``k = TP``, ``n = P``); and ``resolvable``, whether
+    the level allows at least one false positive (``t * Q >= 1``, with the same slack). An
+    unresolvable level can only report the TPR at FPR exactly 0. ``advantage = TPR - t``.
+
+AUC
+    Probability that a random positive scores higher than a random negative, ties counting
+    one half (the Mann-Whitney statistic); equal to the trapezoidal area under the ROC curve and
+    to ``sklearn.metrics.roc_auc_score``.
+
+Best balanced accuracy
+    ``max over ROC vertices of (TPR + 1 - FPR) / 2`` (the best accuracy of a single-threshold
+    attack on a balanced population; always ``>= 0.5`` because of the ``(0, 0)`` vertex).
+
+Clopper-Pearson interval
+    The exact (conservative) binomial interval: ``lower = Beta.ppf(a/2, k, n-k+1)``,
+    ``upper = Beta.ppf(1-a/2, k+1, n-k)`` with ``a = 1 - confidence``; ``lower = 0`` when
+    ``k = 0`` and ``upper = 1`` when ``k = n``.
+
+Invalid input (shape mismatch, empty input, non-finite scores, labels of a single class, labels
+other than 0/1, FPR levels outside the open interval (0, 1)) raises
+:class:`miascale.errors.MiascaleError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from miascale.errors import MiascaleError
+
+__all__ = [
+    "RocCurve",
+    "TprAtFpr",
+    "auc",
+    "best_balanced_accuracy",
+    "clopper_pearson",
+    "roc_curve",
+    "tpr_at_fpr",
+]
+
+# Slack for turning the FPR level t into an integer budget of false positives (see module doc).
+_REL_SLACK = 1e-12
+_ABS_SLACK = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Clopper-Pearson
+# --------------------------------------------------------------------------------------------
+
+
+def clopper_pearson(k: Any, n: Any, confidence: float = 0.95) -> tuple[Any, Any]:
+    """Exact two-sided Clopper-Pearson interval for a binomial proportion ``k / n``.
+
+    ``k`` and ``n`` may be integers or broadcastable integer arrays. Returns ``(low, high)`` as
+    plain floats for scalar input, otherwise as float arrays of the broadcast shape. ``low`` is 0
+    when ``k == 0`` and ``high`` is 1 when ``k == n``.
+    """
+    try:
+        conf = float(confidence)
+    except (TypeError, ValueError):
+        conf = math.nan
+    if not 0.0 < conf < 1.0:
+        raise MiascaleError(
+            f"confidence must be a number strictly between 0 and 1, got {confidence!r}."
+        )
+    k_arr = np.asarray(k)
+    n_arr = np.asarray(n)
+    scalar = k_arr.ndim == 0 and n_arr.ndim == 0
+    for name, arr in (("k", k_arr), ("n", n_arr)):
+        if arr.dtype.kind not in "iub":
+            if (
+                arr.dtype.kind != "f"
+                or not np.all(np.isfinite(arr))
+                or np.any(arr != np.round(arr))
+            ):
+                raise MiascaleError(f"clopper_pearson: {name} must be integer counts, got {arr!r}.")
+    k_arr, n_arr = np.broadcast_arrays(k_arr.astype(np.float64), n_arr.astype(np.float64))
+    if np.any(n_arr < 1):
+        raise MiascaleError("clopper_pearson: n (number of trials) must be at least 1.")
+    if np.any(k_arr < 0) or np.any(k_arr > n_arr):
+        raise MiascaleError("clopper_pearson: k (number of successes) must satisfy 0 <= k <= n.")
+
+    alpha = 1.0 - conf
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Beta with a zero shape parameter is undefined; those cases are set explicitly below.
+        low = stats.beta.ppf(alpha / 2, np.maximum(k_arr, 1), n_arr - k_arr + 1)
+        high = stats.beta.ppf(1 - alpha / 2, k_arr + 1, np.maximum(n_arr - k_arr, 1))
+    low = np.where(k_arr == 0, 0.0, low)
+    high = np.where(k_arr == n_arr, 1.0, high)
+    if scalar:
+        return float(low), float(high)
+    return low, high
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and the shared ROC computation
+# --------------------------------------------------------------------------------------------
+
+
+def _validate(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Return flat float64 scores and flat bool labels, or raise MiascaleError."""
+    s = np.asarray(scores)
+    y = np.asarray(labels)
+    if s.shape != y.shape:
+        raise MiascaleError(
+            f"scores and labels must have the same shape, got scores {s.shape} and labels "
+            f"{y.shape}."
+        )
+    if s.size == 0:
+        raise MiascaleError(
+            "scores and labels are empty; need at least one member and one non-member."
+        )
+    if s.dtype.kind not in "iufb":
+        raise MiascaleError(f"scores must be real numbers, got dtype {s.dtype}.")
+    s = s.astype(np.float64, copy=False).ravel()
+    bad = ~np.isfinite(s)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        n_nan = int(np.count_nonzero(np.isnan(s)))
+        raise MiascaleError(
+            f"{n_bad} of {s.size} scores are not finite ({n_nan} NaN, {n_bad - n_nan} +/-inf). "
+            "Every example needs a finite attack score; check the model outputs or drop those "
+            "examples before computing metrics."
+        )
+    y = y.ravel()
+    if y.dtype.kind == "b":
+        yb = y
+    elif y.dtype.kind in "iuf":
+        if not np.all((y == 0) | (y == 1)):
+            raise MiascaleError(
+                "labels must be boolean (True = member) or 0/1; found other values."
+            )
+        yb = y == 1
+    else:
+        raise MiascaleError(f"labels must be boolean (True = member), got dtype {y.dtype}.")
+    n_pos = int(np.count_nonzero(yb))
+    n_neg = int(yb.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        raise MiascaleError(
+            f"labels contain {n_pos} members and {n_neg} non-members; attack metrics need at "
+            "least one of each."
+        )
+    return s, yb
+
+
+@dataclass(frozen=True)
+class _Counts:
+    tp: np.ndarray  # int64, cumulative true positives per vertex, tp[0] == 0
+    fp: np.ndarray  # int64, cumulative false positives per vertex, fp[0] == 0
+    thresholds: np.ndarray  # float64, thresholds[0] == +inf, then distinct scores decreasing
+    n_pos: int
+    n_neg: int
+
+
+def _roc_counts(scores: Any, labels: Any) -> _Counts:
+    s, y = _validate(scores, labels)
+    order = np.argsort(-s, kind="stable")
+    s_sorted = s[order]
+    y_sorted = y[order]
+    # Last index of every run of equal scores: a tie enters the curve as one vertex.
+    ends = np.flatnonzero(np.diff(s_sorted) != 0)
+    ends = np.append(ends, s_sorted.size - 1)
+    tp_cum = np.cumsum(y_sorted, dtype=np.int64)[ends]
+    fp_cum = (ends + 1).astype(np.int64) - tp_cum
+    zero = np.zeros(1, dtype=np.int64)
+    tp = np.concatenate([zero, tp_cum])
+    fp = np.concatenate([zero, fp_cum])
+    thresholds = np.concatenate([[np.inf], s_sorted[ends]])
+    return _Counts(tp, fp, thresholds, int(tp[-1]), int(fp[-1]))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+# --------------------------------------------------------------------------------------------
+# ROC curve
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RocCurve:
+    """ROC vertices, ordered by decreasing threshold; the first vertex is (0, 0) at ``+inf``.
+
+    ``fpr[i]`` / ``tpr[i]`` are the rates when predicting *member* for ``score >=
+    thresholds[i]``. The arrays are read-only.
+    """
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+    n_pos: int
+    n_neg: int
+
+
+def roc_curve(scores: Any, labels: Any) -> RocCurve:
+    """All ROC vertices (one per distinct score, plus (0, 0)); see the module docstring."""
+    c = _roc_counts(scores, labels)
+    return RocCurve(
+        fpr=_readonly(c.fp / c.n_neg),
+        tpr=_readonly(c.tp / c.n_pos),
+        thresholds=_readonly(c.thresholds),
+        n_pos=c.n_pos,
+        n_neg=c.n_neg,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# TPR at fixed FPR
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TprAtFpr:
+    """TPR of the last ROC vertex with FPR <= ``fpr_level`` (see the module docstring)."""
+
+    fpr_level: float
+    tpr: float
+    achieved_fpr: float
+    threshold: float
+    true_positives: int
+    false_positives: int
+    n_pos: int
+    n_neg: int
+    ci_low: float
+    ci_high: float
+    resolvable: bool
+
+    @property
+    def advantage(self) -> float:
+        """``tpr - fpr_level``: how much the attack beats random guessing at this level."""
+        return self.tpr - self.fpr_level
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        """Plain Python floats/ints/bools (``threshold`` may be ``inf``), plus ``advantage``."""
+        return {
+            "fpr_level": float(self.fpr_level),
+            "tpr": float(self.tpr),
+            "achieved_fpr": float(self.achieved_fpr),
+            "threshold": float(self.threshold),
+            "true_positives": int(self.true_positives),
+            "false_positives": int(self.false_positives),
+            "n_pos": int(self.n_pos),
+            "n_neg": int(self.n_neg),
+            "ci_low": float(self.ci_low),
+            "ci_high": float(self.ci_high),
+            "resolvable": bool(self.resolvable),
+            "advantage": float(self.advantage),
+        }
+
+
+def _fpr_levels(fpr_levels: float | Iterable[float]) -> np.ndarray:
+    try:
+        t = np.asarray(fpr_levels, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        raise MiascaleError(f"fpr_levels must be numbers, got {fpr_levels!r}.") from exc
+    bad = ~((t > 0.0) & (t < 1.0))  # also catches NaN
+    if np.any(bad):
+        raise MiascaleError(
+            f"FPR levels must lie strictly between 0 and 1, got {t[bad].tolist()}; e.g. use "
+            "0.001 for TPR at 0.1% FPR."
+        )
+    return t
+
+
+def _fp_budget(t: np.ndarray, n_neg: int) -> np.ndarray:
+    """Largest integer number of false positives allowed at FPR level ``t``."""
+    x = t * n_neg
+    return np.floor(x * (1.0 + _REL_SLACK) + _ABS_SLACK).astype(np.int64)
+
+
+def tpr_at_fpr(
+    scores: Any,
+    labels: Any,
+    fpr_levels: float | Iterable[float],
+    confidence: float = 0.95,
+) -> tuple[TprAtFpr, ...]:
+    """TPR at each FPR level in ``fpr_levels`` (one result per level, in the given order)."""
+    c = _roc_counts(scores, labels)
+    levels = _fpr_levels(fpr_levels)
+    if levels.size == 0:
+        return ()
+    budget = _fp_budget(levels, c.n_neg)
+    # fp is non-decreasing and fp[0] == 0, so the index is always >= 0; tp is non-decreasing, so
+    # the last admissible vertex has the largest TPR.
+    idx = np.searchsorted(c.fp, budget, side="right") - 1
+    tp = c.tp[idx]
+    fp = c.fp[idx]
+    low, high = clopper_pearson(tp, np.full_like(tp, c.n_pos), confidence)
+    return tuple(
+        TprAtFpr(
+            fpr_level=float(levels[i]),
+            tpr=float(tp[i] / c.n_pos),
+            achieved_fpr=float(fp[i] / c.n_neg),
+            threshold=float(c.thresholds[idx[i]]),
+            true_positives=int(tp[i]),
+            false_positives=int(fp[i]),
+            n_pos=c.n_pos,
+            n_neg=c.n_neg,
+            ci_low=float(low[i]),
+            ci_high=float(high[i]),
+            resolvable=bool(budget[i] >= 1),
+        )
+        for i in range(levels.size)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Scalar summaries
+# --------------------------------------------------------------------------------------------
+
+
+def auc(scores: Any, labels: Any) -> float:
+    """Area under the ROC curve; ties count one half (equals ``sklearn`` ``roc_auc_score``)."""
+    c = _roc_counts(scores, labels)
+    # Trapezoid on integer counts: sum dFP * (TP_prev + TP) / 2, exact in float64 for the
+    # sizes we handle (products stay far below 2**53 per term).
+    d_fp = np.diff(c.fp).astype(np.float64)
+    tp_mid = (c.tp[:-1] + c.tp[1:]).astype(np.float64)
+    return float(np.dot(d_fp, tp_mid) / 2.0 / (float(c.n_pos) * float(c.n_neg)))
+
+
+def best_balanced_accuracy(scores: Any, labels: Any) -> float:
+    """``max over ROC vertices of (TPR + 1 - FPR) / 2``."""
+    c = _roc_counts(scores, labels)
+    bal = (c.tp / c.n_pos + 1.0 - c.fp / c.n_neg) / 2.0
+    return float(np.max(bal))
