@@ -204,6 +204,103 @@ def demo(
     out.print(t)
 
 
+def _parse_fpr(text: str) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise MiascaleError(
+            f"--fpr takes comma-separated numbers in (0, 1), e.g. 0.1,0.01,0.001; got {text!r}."
+        ) from None
+    return levels
+
+
+@app.command()
+def audit(
+    shots: Annotated[int, typer.Option("--shots", "-s", help="Training examples per class (S).")],
+    dataset: DatasetOpt = "fashion-mnist",
+    backbone: BackboneOpt = "efficientnet-lite0",
+    resolution: ResolutionOpt = None,
+    min_per_class: MinPerClassOpt = None,
+    classes: Annotated[
+        int | None, typer.Option("--classes", "-c", help="Use a seeded random subset of C classes.")
+    ] = None,
+    shadow_models: Annotated[
+        int, typer.Option("--shadow-models", "-m", help="Shadow models M (K = M + 1 models).")
+    ] = 64,
+    attack: Annotated[str, typer.Option("--attack", help="Attack: lira.")] = "lira",
+    lira_variant: Annotated[
+        str, typer.Option("--lira-variant", help="online | offline")
+    ] = "online",
+    variance: Annotated[
+        str, typer.Option("--variance", help="per-example | global")
+    ] = "per-example",
+    location: Annotated[str, typer.Option("--location", help="mean | median")] = "mean",
+    membership: Annotated[
+        str, typer.Option("--membership", help="balanced | bernoulli")
+    ] = "balanced",
+    fpr: Annotated[
+        str, typer.Option("--fpr", help="FPR levels, comma-separated.")
+    ] = "0.1,0.01,0.001",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the pool and membership draws.")] = 0,
+    l2: Annotated[float, typer.Option("--l2", help="L2 strength of the heads.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="lbfgs | adam")] = "lbfgs",
+    device: Annotated[
+        str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")
+    ] = "cpu",
+    out_dir: OutOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Audit one setting: K = M + 1 heads trained at once, LiRA, TPR at fixed FPR with 95% CIs."""
+    from miascale.audit import AuditConfig, audit_features, write_audit
+    from miascale.membership import DESIGNS
+    from miascale.training.heads import HeadConfig
+
+    if membership not in DESIGNS:
+        raise MiascaleError(
+            f"Unknown --membership {membership!r}; choose one of {', '.join(DESIGNS)}."
+        )
+    config = AuditConfig(
+        shots=shots, classes=classes, shadow_models=shadow_models, attack=attack,
+        lira_variant=lira_variant, variance=variance, location=location, membership=membership,
+        fpr=_parse_fpr(fpr), seed=seed, head=HeadConfig(l2=l2, optimizer=optimizer),
+    ).validate()  # fmt: skip
+    fs = _features(dataset, backbone, resolution, min_per_class, None, device)
+    err.print(
+        f"auditing {fs.dataset} × {fs.backbone.name}: S={shots}, "
+        f"C={classes or len(fs.class_names)}, K={config.n_models} models"
+    )
+    result = audit_features(
+        fs.x_train, fs.y_train, fs.x_test, fs.y_test, config, fs.class_names, device=device
+    )
+    provenance = {"dataset": fs.dataset, "dataset_fingerprint": fs.dataset_fingerprint,
+                  "backbone": fs.backbone.config(), "feature_cache_key": fs.key}  # fmt: skip
+    doc = {**result.summary(), "provenance": provenance}
+    if out_dir is not None:
+        doc = write_audit(result, Path(out_dir), provenance)
+    if json_:
+        _emit_json(doc)
+        return
+    t = Table(title=f"{fs.dataset} × {fs.backbone.name}, S={shots}, K={config.n_models}, "
+                    f"LiRA {lira_variant}")  # fmt: skip
+    for col in ("FPR", "TPR", "95% CI", "advantage", "negatives", "resolvable"):
+        t.add_column(col, justify="right")
+    for m in result.metrics:
+        t.add_row(
+            f"{m.fpr_level:g}", f"{m.tpr:.4f}", f"[{m.ci_low:.4f}, {m.ci_high:.4f}]",
+            f"{m.advantage:+.4f}", str(m.n_neg), "yes" if m.resolvable else "no",
+        )  # fmt: skip
+    out.print(t)
+    acc = result.test_accuracy
+    out.print(
+        f"AUC {result.auc:.4f} · best balanced accuracy {result.best_balanced_accuracy:.4f} · "
+        f"test accuracy {acc.mean():.4f} ± {acc.std():.4f} · "
+        f"{result.converged}/{config.n_models} heads converged · "
+        f"{result.n_unscored} unscored pairs · {sum(result.seconds.values()):.1f} s"
+    )
+    if out_dir is not None:
+        out.print(f"wrote {Path(out_dir) / 'audit.json'} and signals.npz")
+
+
 def main() -> None:
     """Console-script entry point: user errors become one paragraph on stderr and exit status 2."""
     try:

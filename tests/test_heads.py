@@ -1,0 +1,179 @@
+"""Tests for the batched multinomial logistic-regression heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from miascale.errors import MiascaleError
+from miascale.training.heads import (
+    HeadConfig,
+    TrainedHeads,
+    head_logits,
+    train_head_single,
+    train_heads,
+)
+
+K, N, D, C = 5, 120, 20, 4
+EXACT = HeadConfig(l2=1e-2, tol=1e-9, max_iter=5000)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.fixture(scope="module")
+def pool() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(C), N // C)
+    centers = rng.normal(size=(C, D))
+    scales = rng.uniform(0.5, 3.0, size=D)
+    x = ((centers[y] + 1.5 * rng.normal(size=(N, D))) * scales + 5.0).astype(np.float32)
+    mask = np.zeros((K, N), dtype=bool)
+    for k in range(K):
+        mask[k, rng.permutation(N)[: N // 2]] = True
+    return x, y, mask
+
+
+@pytest.fixture(scope="module")
+def exact_heads(pool) -> TrainedHeads:
+    x, y, mask = pool
+    return train_heads(x, y, mask, C, EXACT)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_shapes_and_convergence(exact_heads: TrainedHeads) -> None:
+    h = exact_heads
+    assert h.weights.shape == (K, D, C) and h.weights.dtype == np.float64
+    assert h.bias.shape == (K, C)
+    assert h.converged.shape == (K,) and h.converged.all()
+    assert (h.final_grad_norm < EXACT.tol).all()
+    assert h.n_iter >= 1
+
+
+def test_batched_matches_one_at_a_time(pool, exact_heads: TrainedHeads) -> None:
+    x, y, mask = pool
+    for k in range(K):
+        w, b = train_head_single(x[mask[k]], y[mask[k]], C, EXACT)
+        assert _rel(exact_heads.weights[k], w) < 1e-4
+        assert _rel(exact_heads.bias[k], b) < 1e-4
+
+
+def test_matches_sklearn(pool, exact_heads: TrainedHeads) -> None:
+    x, y, mask = pool
+    x64 = x.astype(np.float64)
+    for k in range(K):
+        xk, yk = x64[mask[k]], y[mask[k]]
+        mu, sd = xk.mean(axis=0), xk.std(axis=0)
+        clf = LogisticRegression(C=1.0 / (EXACT.l2 * len(yk)), tol=1e-12, max_iter=100_000)
+        clf.fit((xk - mu) / sd, yk)
+        # Coefficients in standardised space: V = W * sd.
+        v = exact_heads.weights[k] * sd[:, None]
+        assert _rel(v, clf.coef_.T) < 1e-4
+        # Probabilities on the whole pool (members and non-members).
+        p_ours = _softmax(head_logits(exact_heads, x)[k])
+        p_sk = clf.predict_proba((x64 - mu) / sd)
+        assert np.abs(p_ours - p_sk).max() < 1e-4
+
+
+def test_head_logits_is_affine_map(pool, exact_heads: TrainedHeads) -> None:
+    x, _, _ = pool
+    z = head_logits(exact_heads, x[:17], batch_size=5)
+    assert z.shape == (K, 17, C) and z.dtype == np.float64
+    expected = np.einsum("md,kdc->kmc", x[:17].astype(np.float64), exact_heads.weights)
+    np.testing.assert_allclose(z, expected + exact_heads.bias[:, None, :], rtol=1e-12, atol=1e-10)
+
+
+def test_deterministic_lbfgs(pool, exact_heads: TrainedHeads) -> None:
+    x, y, mask = pool
+    again = train_heads(x, y, mask, C, EXACT)
+    assert np.array_equal(again.weights, exact_heads.weights)
+    assert np.array_equal(again.bias, exact_heads.bias)
+    assert again.n_iter == exact_heads.n_iter
+
+
+def test_float32_close_to_float64(pool, exact_heads: TrainedHeads) -> None:
+    x, y, mask = pool
+    h32 = train_heads(x, y, mask, C, HeadConfig(l2=1e-2, tol=1e-5, max_iter=300, dtype="float32"))
+    p32 = _softmax(head_logits(h32, x))
+    p64 = _softmax(head_logits(exact_heads, x))
+    assert np.abs(p32 - p64).max() < 1e-3
+
+
+def test_adam_deterministic_and_near_optimum(pool, exact_heads: TrainedHeads) -> None:
+    x, y, mask = pool
+    cfg = HeadConfig(
+        l2=1e-2, optimizer="adam", epochs=150, batch_size=16, learning_rate=1e-2, seed=3
+    )
+    a1 = train_heads(x, y, mask, C, cfg)
+    a2 = train_heads(x, y, mask, C, cfg)
+    assert np.array_equal(a1.weights, a2.weights) and np.array_equal(a1.bias, a2.bias)
+    a3 = train_heads(x, y, mask, C, HeadConfig(**{**cfg.__dict__, "seed": 4}))
+    assert not np.array_equal(a1.weights, a3.weights)
+    assert a1.n_iter == 150 * 4  # 60 examples per model, batches of 16
+    p_adam = _softmax(head_logits(a1, x))
+    p_exact = _softmax(head_logits(exact_heads, x))
+    assert np.abs(p_adam - p_exact).max() < 0.1
+
+
+def test_progress_callback(pool) -> None:
+    x, y, mask = pool
+    calls: list[tuple[int, float]] = []
+    h = train_heads(
+        x, y, mask, C, HeadConfig(max_iter=7), progress=lambda i, g: calls.append((i, g))
+    )
+    assert [i for i, _ in calls] == list(range(1, h.n_iter + 1))
+    assert all(isinstance(g, float) for _, g in calls)
+
+
+def test_empty_subset_and_missing_class_allowed(pool) -> None:
+    x, y, mask = pool
+    m = mask.copy()
+    m[0] = False
+    m[1] &= y != 0  # model 1 never sees class 0
+    h = train_heads(x, y, m, C, HeadConfig(l2=1e-2, tol=1e-8))
+    assert np.all(h.weights[0] == 0) and np.all(h.bias[0] == 0)
+    assert np.isfinite(h.weights).all() and h.converged.all()
+    assert (head_logits(h, x)[1].argmax(axis=1) != 0).all()
+
+
+def test_nan_features_rejected(pool) -> None:
+    x, y, mask = pool
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    bad[7, 0] = np.inf
+    with pytest.raises(MiascaleError, match="2 non-finite"):
+        train_heads(bad, y, mask, C)
+    with pytest.raises(MiascaleError, match="non-finite"):
+        head_logits(train_heads(x, y, mask, C, HeadConfig(max_iter=2)), bad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"labels_shift": C}, "labels must lie"),
+        ({"mask": np.ones((K, N - 1), bool)}, "in_mask must have shape"),
+        ({"mask": np.ones(N, bool)}, "in_mask must have shape"),
+        ({"n_classes": 1}, "n_classes"),
+    ],
+)
+def test_input_validation(pool, kwargs, match) -> None:
+    x, y, mask = pool
+    labels = y + kwargs.get("labels_shift", 0)
+    with pytest.raises(MiascaleError, match=match):
+        train_heads(x, labels, kwargs.get("mask", mask), kwargs.get("n_classes", C))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"l2": -1.0}, {"optimizer": "sgd"}, {"dtype": "float16"}, {"tol": 0.0}, {"max_iter": 0}],
+)
+def test_config_validation(kwargs) -> None:
+    with pytest.raises(MiascaleError):
+        HeadConfig(**kwargs)
