@@ -1,0 +1,351 @@
+"""Tests for miascale.scaling against independent references (numpy least squares, closed forms)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from miascale.errors import MiascaleError
+from miascale.scaling import (
+    Coefficients,
+    LevelFit,
+    ScalingFit,
+    fit_power_law,
+    plan,
+    predict,
+)
+
+FPR = 0.01
+SHOTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _row(dataset, classes, shots, seed, tpr, *, fpr=FPR, ci_high=None, resolvable=True, **kw):
+    return {
+        "dataset": dataset,
+        "backbone": kw.get("backbone", "bb"),
+        "classes": classes,
+        "shots": shots,
+        "seed": seed,
+        "attack": kw.get("attack", "lira"),
+        "variant": kw.get("variant", "online"),
+        "fpr_level": fpr,
+        "tpr": tpr,
+        "ci_low": max(0.0, tpr - 0.05),
+        "ci_high": min(0.99, tpr + 0.05) if ci_high is None else ci_high,
+        "advantage": tpr - fpr,
+        "resolvable": resolvable,
+        "n_neg": 1000,
+        "test_accuracy": 0.8,
+    }
+
+
+def _synthetic(beta_s, beta_0, beta_c=0.0, classes=(10,), seed=0, sigma=0.05, dataset="d1", **kw):
+    """Rows from the law with multiplicative log-normal noise; also the per-cell medians of y."""
+    rng = np.random.default_rng(seed)
+    rows, cells = [], []
+    for c in classes:
+        for s in SHOTS:
+            law = beta_s * math.log10(s) + beta_c * math.log10(c) + beta_0
+            advs = 10.0**law * np.exp(rng.normal(0.0, sigma, size=3))
+            for k, a in enumerate(advs):
+                rows.append(_row(dataset, c, s, k, FPR + float(a), **kw))
+            cells.append((c, s, math.log10(float(np.median(advs)))))
+    return rows, cells
+
+
+def _reference_ols(cells, use_c):
+    """Hand-written OLS: lstsq coefficients and classical SEs / t intervals."""
+    c = np.array([x[0] for x in cells], float)
+    s = np.array([x[1] for x in cells], float)
+    y = np.array([x[2] for x in cells], float)
+    cols = [np.ones_like(s), np.log10(s)] + ([np.log10(c)] if use_c else [])
+    x = np.column_stack(cols)
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ beta
+    n, p = x.shape
+    sigma2 = resid @ resid / (n - p)
+    se = np.sqrt(np.diag(sigma2 * np.linalg.inv(x.T @ x)))
+    t = stats.t.ppf(0.975, n - p)
+    r2 = 1 - (resid @ resid) / np.sum((y - y.mean()) ** 2)
+    return beta, se, t, r2
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fit_recovers_known_law_and_matches_numpy_ols():
+    rows, cells = _synthetic(-0.5, -0.3, seed=1)
+    fit = fit_power_law(rows)
+    assert len(fit.levels) == 1
+    lf = fit.levels[0]
+    assert lf.status == "ok" and lf.n_points == len(SHOTS) and lf.excluded == ()
+    assert lf.beta_c is None and lf.se_c is None and lf.ci_c is None
+    # truth inside the 95% intervals
+    assert lf.ci_s[0] <= -0.5 <= lf.ci_s[1]
+    assert lf.ci_0[0] <= -0.3 <= lf.ci_0[1]
+    beta, se, t, r2 = _reference_ols(cells, use_c=False)
+    np.testing.assert_allclose([lf.beta_0, lf.beta_s], beta, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose([lf.se_0, lf.se_s], se, rtol=1e-8)
+    np.testing.assert_allclose(lf.ci_s, [beta[1] - t * se[1], beta[1] + t * se[1]], rtol=1e-8)
+    assert lf.r_squared == pytest.approx(r2, rel=1e-9)
+    assert lf.lodo is None  # a single dataset
+    # fitted points carry y = log10(median advantage) of each cell
+    ys = {(p.classes, p.shots): p.y for p in lf.points}
+    for c, s, y in cells:
+        assert ys[(c, s)] == pytest.approx(y, abs=1e-12)
+
+
+def test_fit_with_classes_term():
+    rows, cells = _synthetic(-0.5, -0.9, beta_c=0.4, classes=(2, 5, 10), seed=2)
+    lf = fit_power_law(rows).levels[0]
+    assert lf.status == "ok" and lf.n_points == 27
+    for truth, ci in ((-0.5, lf.ci_s), (0.4, lf.ci_c), (-0.9, lf.ci_0)):
+        assert ci[0] <= truth <= ci[1]
+    beta, se, _, _ = _reference_ols(cells, use_c=True)
+    np.testing.assert_allclose([lf.beta_0, lf.beta_s, lf.beta_c], beta, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose([lf.se_0, lf.se_s, lf.se_c], se, rtol=1e-8)
+
+
+def test_confidence_level_widens_interval():
+    rows, _ = _synthetic(-0.5, -0.3, seed=3)
+    a = fit_power_law(rows, confidence=0.8).levels[0]
+    b = fit_power_law(rows, confidence=0.99).levels[0]
+    assert b.ci_s[1] - b.ci_s[0] > a.ci_s[1] - a.ci_s[0]
+    with pytest.raises(MiascaleError, match="confidence"):
+        fit_power_law(rows, confidence=1.0)
+
+
+def test_levels_fitted_separately():
+    r1, _ = _synthetic(-0.5, -0.3, seed=4, attack="lira")
+    r2, _ = _synthetic(-0.2, -0.6, seed=5, attack="loss")
+    fit = fit_power_law(r2 + r1)
+    assert [lf.attack for lf in fit.levels] == ["lira", "loss"]
+    assert fit.level("loss", "online", FPR).beta_s == pytest.approx(-0.2, abs=0.05)
+    assert fit.level("lira", "online", FPR).beta_s == pytest.approx(-0.5, abs=0.05)
+    with pytest.raises(MiascaleError, match="No scaling fit"):
+        fit.level("lira", "offline", FPR)
+
+
+def test_median_over_seeds():
+    rows, _ = _synthetic(-0.5, -0.3, seed=6)
+    rows = [r for r in rows if r["shots"] != 4]
+    rows += [_row("d1", 10, 4, k, t) for k, t in enumerate([0.1, 0.5, 0.2])]
+    lf = fit_power_law(rows).levels[0]
+    (p,) = [p for p in lf.points if p.shots == 4]
+    assert p.tpr == pytest.approx(0.2)
+    assert p.advantage == pytest.approx(0.2 - FPR)
+    assert p.y == pytest.approx(math.log10(0.2 - FPR))
+    assert p.n_seeds == 3
+    assert p.ci_low == pytest.approx(0.05) and p.ci_high == pytest.approx(0.55)
+
+
+def _with_bad_cells():
+    rows, _ = _synthetic(-0.5, -0.3, seed=7)
+    rows += [_row("d1", 10, 512, k, 0.05, resolvable=(k != 1)) for k in range(3)]  # unresolvable
+    rows += [_row("d1", 10, 1024, k, t) for k, t in enumerate([0.005, 0.01, 0.3])]  # adv <= 0
+    rows += [_row("d1", 10, 2048, k, 0.97, ci_high=1.0 if k == 0 else 0.99) for k in range(3)]
+    return rows
+
+
+def test_exclusions_recorded_with_reasons():
+    fit = fit_power_law(_with_bad_cells())
+    lf = fit.levels[0]
+    assert lf.n_points == len(SHOTS)
+    reasons = {e.shots: e.reasons for e in lf.excluded}
+    assert reasons == {512: ("not resolvable",), 1024: ("TPR <= FPR",), 2048: ("saturated",)}
+    assert {p.shots for p in lf.points} == set(SHOTS)
+
+
+def test_exclusion_flags_include_points():
+    rows = _with_bad_cells()
+    no_1024 = [r for r in rows if r["shots"] != 1024]
+    lf = fit_power_law(rows, exclude_unresolvable=False).levels[0]
+    assert 512 in {p.shots for p in lf.points}
+    assert {e.shots for e in lf.excluded} == {1024, 2048}
+    lf = fit_power_law(rows, exclude_saturated=False).levels[0]
+    assert 2048 in {p.shots for p in lf.points}
+    assert {e.shots for e in lf.excluded} == {512, 1024}
+    # a non-positive advantage can never enter log10: strict mode raises, naming the cell
+    with pytest.raises(MiascaleError, match="shots=1024"):
+        fit_power_law(rows, exclude_nonpositive=False)
+    lf = fit_power_law(no_1024, exclude_nonpositive=False).levels[0]
+    assert lf.status == "ok" and {e.shots for e in lf.excluded} == {512, 2048}
+
+
+def test_cell_with_several_reasons_lists_all():
+    rows, _ = _synthetic(-0.5, -0.3, seed=8)
+    rows += [_row("d1", 10, 999, k, 0.0, resolvable=False, ci_high=1.0) for k in range(2)]
+    lf = fit_power_law(rows).levels[0]
+    (e,) = lf.excluded
+    assert e.reasons == ("not resolvable", "TPR <= FPR", "saturated")
+    # excluded for being unresolvable, so strict mode does not complain about its advantage
+    lf = fit_power_law(rows, exclude_nonpositive=False).levels[0]
+    assert lf.excluded[0].reasons == ("not resolvable", "saturated")
+
+
+def test_insufficient_and_degenerate_are_entries_not_exceptions():
+    rows = [_row("d1", 10, s, 0, 0.3 / s) for s in (1, 2)]
+    lf = fit_power_law(rows).levels[0]
+    assert lf.status == "insufficient points" and "needs at least 3" in lf.reason
+    assert lf.beta_s is None
+    with pytest.raises(MiascaleError, match="not fitted"):
+        predict(lf, 4)
+    rows = [_row("d1", c, 8, 0, 0.3) for c in (2, 5, 10, 20)]  # one shot value only
+    lf = fit_power_law(rows).levels[0]
+    assert lf.status == "degenerate design"
+
+
+def test_row_validation():
+    rows, _ = _synthetic(-0.5, -0.3)
+    bad = dict(rows[0])
+    del bad["ci_high"]
+    with pytest.raises(MiascaleError, match="ci_high"):
+        fit_power_law([bad])
+    with pytest.raises(MiascaleError, match="twice"):
+        fit_power_law([rows[0], rows[0]])
+    with pytest.raises(MiascaleError, match="no result rows"):
+        fit_power_law([])
+    with pytest.raises(MiascaleError, match="finite"):
+        fit_power_law([{**rows[0], "tpr": float("nan")}])
+
+
+# ---------------------------------------------------------------------------------------------
+# Leave one dataset out
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lodo_same_law_small_rmse_different_intercepts_large():
+    a, _ = _synthetic(-0.5, -0.3, seed=10, dataset="a")
+    b, _ = _synthetic(-0.5, -0.3, seed=11, dataset="b")
+    lf = fit_power_law(a + b).levels[0]
+    assert [r.dataset for r in lf.lodo] == ["a", "b"]
+    assert all(r.n_points == len(SHOTS) and r.rmse < 0.08 for r in lf.lodo)
+    b2, _ = _synthetic(-0.5, -0.9, seed=11, dataset="b")
+    lf = fit_power_law(a + b2).levels[0]
+    assert all(r.rmse > 0.5 for r in lf.lodo)  # intercepts differ by 0.6 in log10
+
+
+# ---------------------------------------------------------------------------------------------
+# Predict and plan
+# ---------------------------------------------------------------------------------------------
+
+
+def test_predict_closed_form_and_clipping():
+    c = Coefficients(-0.5, -0.3, fpr_level=0.01)
+    p = predict(c, 16)
+    assert p.log10_advantage == pytest.approx(-0.5 * math.log10(16) - 0.3)
+    assert p.advantage == pytest.approx(10 ** (-0.3) / 4)
+    assert p.tpr == pytest.approx(0.01 + 10 ** (-0.3) / 4) and not p.clipped
+    p = predict(Coefficients(-0.5, 0.5, fpr_level=0.01), 1)
+    assert p.tpr == 1.0 and p.clipped and p.advantage > 1
+    cc = Coefficients(-0.5, -0.9, 0.4, fpr_level=0.01)
+    assert predict(cc, 4, classes=10).log10_advantage == pytest.approx(
+        -0.5 * math.log10(4) - 0.9 + 0.4
+    )
+    with pytest.raises(MiascaleError, match="classes"):
+        predict(cc, 4)
+    with pytest.raises(MiascaleError, match="shots"):
+        predict(c, 0)
+
+
+def _adv(c, s, classes=None):
+    ct = 0.0 if c.beta_c is None else c.beta_c * math.log10(classes)
+    return 10 ** (c.beta_s * math.log10(s) + ct + c.beta_0)
+
+
+@pytest.mark.parametrize("beta_s", [-0.25, -0.5, -1.0, -2.3])
+@pytest.mark.parametrize("beta_c", [None, 0.4])
+def test_plan_round_trip(beta_s, beta_c):
+    c = Coefficients(beta_s, -0.3, beta_c, fpr_level=0.01)
+    classes = None if beta_c is None else 7
+    for target in np.geomspace(1e-3, 0.9, 25):
+        p = plan(c, 0.01, classes, target_advantage=float(target))
+        assert p.shots >= 1
+        assert _adv(c, p.shots, classes) <= target * (1 + 1e-9)
+        if p.shots > 1:
+            assert _adv(c, p.shots - 1, classes) > target
+        assert max(1.0, p.shots_real) * (1 - 1e-9) <= p.shots < max(1.0, p.shots_real) + 1
+        assert _adv(c, p.shots_real, classes) == pytest.approx(target, rel=1e-9)
+
+
+def test_plan_exact_integer_solution():
+    # 10^(-1 * log10 4) = 0.25 exactly in reals: S* = 4, not 5 from float error
+    assert plan(Coefficients(-1.0, 0.0, fpr_level=0.01), 0.01, target_advantage=0.25).shots == 4
+    assert plan(Coefficients(-0.5, 0.0, fpr_level=0.01), 0.01, target_advantage=0.1).shots == 100
+    for s in (3, 7, 10, 49, 1000):
+        t = 10 ** (-0.7 * math.log10(s) - 0.2)
+        assert plan(Coefficients(-0.7, -0.2, fpr_level=0.01), None, target_advantage=t).shots == s
+
+
+def test_plan_epsilon_equals_target():
+    c = Coefficients(-0.5, -0.3, fpr_level=0.01)
+    for eps, delta in ((1.0, 0.0), (2.0, 1e-3), (0.1, 1e-2), (0.0, 0.005)):
+        a = plan(c, 0.01, epsilon=eps, delta=delta)
+        b = plan(c, 0.01, target_advantage=(math.exp(eps) - 1) * 0.01 + delta)
+        assert a.shots == b.shots
+        assert a.shots_real == pytest.approx(b.shots_real, rel=1e-12)
+        assert a.target_advantage == pytest.approx(b.target_advantage, rel=1e-12)
+        assert a.epsilon == eps and a.delta == delta
+
+
+def test_plan_from_level_fit_and_errors():
+    rows, _ = _synthetic(-0.5, -0.3, seed=12)
+    lf = fit_power_law(rows).levels[0]
+    p = plan(lf, FPR, target_advantage=0.05)
+    assert p.coefficients == lf.coefficients()
+    c = Coefficients(-0.5, -0.3, fpr_level=0.01)
+    for kwargs, match in [
+        ({"target_advantage": 0.0}, "target_advantage"),
+        ({"target_advantage": 1.0}, "target_advantage"),
+        ({"target_advantage": -0.1}, "target_advantage"),
+        ({"epsilon": -0.5}, "epsilon"),
+        ({"epsilon": 1.0, "delta": 1.0}, "delta"),
+        ({"epsilon": 1.0, "delta": -0.1}, "delta"),
+        ({"epsilon": 0.0}, "epsilon"),  # target 0
+        ({"epsilon": 10.0}, "vacuous"),
+        ({}, "exactly one"),
+        ({"target_advantage": 0.1, "epsilon": 1.0}, "exactly one"),
+    ]:
+        with pytest.raises(MiascaleError, match=match):
+            plan(c, 0.01, **kwargs)
+    for slope in (0.0, 0.3):
+        with pytest.raises(MiascaleError, match="does not decrease"):
+            plan(Coefficients(slope, -0.3, fpr_level=0.01), 0.01, target_advantage=0.1)
+    with pytest.raises(MiascaleError, match="classes"):
+        plan(Coefficients(-0.5, -0.3, 0.4, fpr_level=0.01), 0.01, target_advantage=0.1)
+    with pytest.raises(MiascaleError, match="fitted at"):
+        plan(c, 0.1, target_advantage=0.1)
+    with pytest.raises(MiascaleError, match="10\\^"):
+        plan(Coefficients(-0.01, -0.3, fpr_level=0.01), 0.01, target_advantage=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Serialisation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_to_dict_from_dict_round_trip():
+    a, _ = _synthetic(-0.5, -0.3, seed=13, dataset="a")
+    b, _ = _synthetic(-0.5, -0.9, beta_c=0.4, classes=(2, 5, 10), seed=14, dataset="b")
+    rows = a + b + _with_bad_cells()
+    rows += [_row("d1", 10, s, 0, 0.3 / s, attack="tiny") for s in (1, 2)]
+    fit = fit_power_law(rows, confidence=0.9)
+    assert {lf.status for lf in fit.levels} == {"ok", "insufficient points"}
+    text = json.dumps(fit.to_dict(), allow_nan=False)
+    back = ScalingFit.from_dict(json.loads(text))
+    assert back == fit
+    lf = back.level("lira", "online", FPR)
+    assert isinstance(lf, LevelFit) and lf.lodo is not None
+    assert predict(lf, 8, classes=5) == predict(fit.levels[0], 8, classes=5)
+    p = plan(lf, FPR, 5, target_advantage=0.02)
+    json.dumps(p.to_dict(), allow_nan=False)
+    with pytest.raises(MiascaleError, match="schema_version"):
+        ScalingFit.from_dict({**fit.to_dict(), "schema_version": 99})
+    with pytest.raises(MiascaleError, match="missing"):
+        ScalingFit.from_dict({"schema_version": 1, "settings": {}})
