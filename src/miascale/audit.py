@@ -150,7 +150,41 @@ def _seeds(seed: int) -> tuple[int, int]:
     return int(pool_ss.generate_state(1)[0]), int(plan_ss.generate_state(1)[0])
 
 
-def audit_features(
+@dataclass(frozen=True)
+class TrainedSignals:
+    """The expensive half of an audit: K heads trained on the pool, their signals and utility."""
+
+    pool: Pool
+    plan: MembershipPlan
+    class_names: tuple[str, ...]
+    stats: np.ndarray  # (K, N)
+    test_accuracy: np.ndarray  # (K,)
+    converged: int
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """One attack variant run on trained signals, with its metrics."""
+
+    variant: str  # e.g. "lira-online"
+    scores: np.ndarray  # (K, N), NaN = unscored
+    metrics: tuple[TprAtFpr, ...]
+    auc: float
+    best_balanced_accuracy: float
+    n_unscored: int
+    n_fallback_variance: int
+
+
+def _check_features(x: np.ndarray, what: str) -> None:
+    if not np.isfinite(x).all():
+        raise MiascaleError(
+            f"The {what} features contain {int((~np.isfinite(x)).sum())} NaN/inf values; "
+            "they never reach the trainer. Re-extract the features or clean the input."
+        )
+
+
+def train_and_signal(
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_test: np.ndarray,
@@ -159,20 +193,16 @@ def audit_features(
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
     progress: Callable[[str, float], object] | None = None,
-) -> AuditResult:
-    """Run one audit on features (N_train, D) / (N_test, D) with integer labels."""
+) -> TrainedSignals:
+    """Pool, membership plan, K heads at once, LiRA statistics of the pool, test accuracy."""
     config.validate()
     n_all = int(max(y_train.max(), y_test.max(initial=0))) + 1
     if config.classes is not None and config.classes > n_all:
         raise MiascaleError(
             f"--classes {config.classes} is larger than the {n_all} classes of the dataset."
         )
-    for what, x in (("training", x_train), ("test", x_test)):
-        if not np.isfinite(x).all():
-            raise MiascaleError(
-                f"The {what} features contain {int((~np.isfinite(x)).sum())} NaN/inf values; "
-                "they never reach the trainer. Re-extract the features or clean the input."
-            )
+    _check_features(x_train, "training")
+    _check_features(x_test, "test")
     timings: dict[str, float] = {}
     tick = time.perf_counter()
     pool_seed, plan_seed = _seeds(config.seed)
@@ -199,34 +229,85 @@ def audit_features(
     if keep.any():
         test_logits = head_logits(heads, np.asarray(x_test[keep]))
         test_acc = (test_logits.argmax(-1) == remap[y_test[keep]][None, :]).mean(axis=1)
-    attack = get_attack(config.attack)
-    res = attack(
-        stats, plan.in_mask, online=config.lira_variant == "online", variance=config.variance,
-        location=config.location,
-    )  # fmt: skip
-    scored = np.isfinite(res.scores)
-    s, lab = res.scores[scored], plan.in_mask[scored]
-    metrics = tpr_at_fpr(s, lab, config.fpr)
-    timings["attack"] = time.perf_counter() - tick
+    timings["signals"] = time.perf_counter() - tick
     names = tuple(
         (class_names[c] if class_names is not None else str(c)) for c in pool.classes.tolist()
     )
-    return AuditResult(
-        config=config,
-        pool=pool,
-        plan=plan,
-        class_names=names,
-        stats=stats,
+    return TrainedSignals(pool, plan, names, stats, test_acc, int(heads.converged.sum()), timings)
+
+
+def run_attack(
+    stats: np.ndarray,
+    in_mask: np.ndarray,
+    fpr: Sequence[float],
+    *,
+    attack: str = "lira",
+    lira_variant: str = "online",
+    variance: str = "per-example",
+    location: str = "mean",
+) -> AttackOutcome:
+    """Score every (target, example) pair with one attack variant and compute the metrics."""
+    if lira_variant not in LIRA_VARIANTS:
+        raise MiascaleError(
+            f"Unknown LiRA variant {lira_variant!r}; choose one of {', '.join(LIRA_VARIANTS)}."
+        )
+    res = get_attack(attack)(
+        stats, in_mask, online=lira_variant == "online", variance=variance, location=location
+    )
+    scored = np.isfinite(res.scores)
+    s, lab = res.scores[scored], in_mask[scored]
+    return AttackOutcome(
+        variant=f"{attack}-{lira_variant}",
         scores=res.scores,
-        metrics=metrics,
+        metrics=tpr_at_fpr(s, lab, fpr),
         auc=auc(s, lab),
         best_balanced_accuracy=best_balanced_accuracy(s, lab),
-        test_accuracy=test_acc,
-        converged=int(heads.converged.sum()),
         n_unscored=int((~scored).sum()),
         n_fallback_variance=int(res.n_fallback_variance),
-        seconds=timings,
     )
+
+
+def audit_features(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    config: AuditConfig,
+    class_names: Sequence[str] | None = None,
+    device: str = "cpu",
+    progress: Callable[[str, float], object] | None = None,
+) -> AuditResult:
+    """Run one audit on features (N_train, D) / (N_test, D) with integer labels."""
+    t = train_and_signal(x_train, y_train, x_test, y_test, config, class_names, device, progress)
+    tick = time.perf_counter()
+    a = run_attack(
+        t.stats, t.plan.in_mask, config.fpr, attack=config.attack,
+        lira_variant=config.lira_variant, variance=config.variance, location=config.location,
+    )  # fmt: skip
+    seconds = {**t.seconds, "attack": time.perf_counter() - tick}
+    return AuditResult(
+        config=config,
+        pool=t.pool,
+        plan=t.plan,
+        class_names=t.class_names,
+        stats=t.stats,
+        scores=a.scores,
+        metrics=a.metrics,
+        auc=a.auc,
+        best_balanced_accuracy=a.best_balanced_accuracy,
+        test_accuracy=t.test_accuracy,
+        converged=t.converged,
+        n_unscored=a.n_unscored,
+        n_fallback_variance=a.n_fallback_variance,
+        seconds=seconds,
+    )
+
+
+def save_signals(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``signals.npz`` (schema in docs/audit.md) atomically, compressed, with its version."""
+    with atomic_path(Path(path), suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, schema_version=np.int64(SCHEMA_VERSION), **arrays)
 
 
 def write_audit(result: AuditResult, out_dir: Path, provenance: dict) -> dict:
@@ -244,19 +325,16 @@ def write_audit(result: AuditResult, out_dir: Path, provenance: dict) -> dict:
             "python": platform.python_version(),
         },
     }
-    with atomic_path(out_dir / "signals.npz", suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh,
-                schema_version=np.int64(SCHEMA_VERSION),
-                stats=result.stats.astype(np.float64),
-                in_mask=result.plan.in_mask.astype(bool),
-                labels=result.pool.labels.astype(np.int64),
-                scores=result.scores.astype(np.float64),
-                pool_indices=result.pool.indices.astype(np.int64),
-                classes=result.pool.classes.astype(np.int64),
-                test_accuracy=result.test_accuracy.astype(np.float64),
-            )
+    save_signals(
+        out_dir / "signals.npz",
+        stats=result.stats,
+        in_mask=result.plan.in_mask,
+        labels=result.pool.labels,
+        scores=result.scores,
+        pool_indices=result.pool.indices,
+        classes=result.pool.classes,
+        test_accuracy=result.test_accuracy,
+    )
     # audit.json last: its presence means the run is complete
     atomic_write_bytes(out_dir / "audit.json", (json.dumps(doc, indent=2) + "\n").encode())
     return doc

@@ -170,38 +170,61 @@ def features(
 
 @app.command()
 def demo(
-    shots: Annotated[int, typer.Option("--shots", help="Examples per class for the probe.")] = 20,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/demo"),
+    paper: Annotated[
+        bool, typer.Option("--paper", help="The paper's budget: M = 256 shadow models, 6 seeds.")
+    ] = False,
+    shots: Annotated[
+        str | None, typer.Option("--shots", help="Comma-separated S (default 1, 2, 4, …, 256).")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """The embedded default job: Fashion-MNIST × EfficientNet-Lite0 features and a few-shot probe.
+    """The embedded default job: Fashion-MNIST × EfficientNet-Lite0, LiRA over S, fit, plan, report.
 
-    (The full demo — sweep over S, LiRA, power-law fit, HTML report — lands with the sweep.)
+    Sweeps S ∈ {1, 2, 4, …, 256} with M = 64 shadow models and 3 seeds (resumable in --out), fits
+    the power law per FPR level, plans the S needed for ε = 1 at FPR = 0.001 and writes
+    report.html.
     """
+    from miascale.experiments.grid import SweepSpec
     from miascale.probe import linear_probe
+    from miascale.report import build_report
+    from miascale.scaling import plan as _plan
 
     fs = _features("fashion-mnist", "efficientnet-lite0", None, None, None, "cpu")
-    probe = linear_probe(fs.x_train, fs.y_train, fs.x_test, fs.y_test, shots)
-    result = {
-        "features": fs.summary(),
-        "class_names": list(fs.class_names),
-        "probe": probe.to_dict(),
-    }
-    if json_:
-        _emit_json(result)
-        return
-    t = Table(title="miascale demo: fashion-mnist × efficientnet-lite0")
-    t.add_column("what")
-    t.add_column("value")
-    t.add_row("classes", f"{len(fs.class_names)}: " + ", ".join(fs.class_names))
-    t.add_row("train features", str(fs.x_train.shape))
-    t.add_row("test features", str(fs.x_test.shape))
-    t.add_row("resolution", f"{fs.backbone.resolution} px")
-    t.add_row("features from", f"{'cache' if fs.from_cache else 'extraction'} ({fs.seconds:.1f} s)")
-    t.add_row(
-        f"{shots}-shot linear probe",
-        f"{probe.accuracy_mean:.3f} ± {probe.accuracy_std:.3f} test accuracy (seeds {list(probe.seeds)})",
+    probe = linear_probe(fs.x_train, fs.y_train, fs.x_test, fs.y_test, 20)
+    err.print(
+        f"features: fashion-mnist × efficientnet-lite0 {fs.backbone.resolution}px, "
+        f"train {fs.x_train.shape}, test {fs.x_test.shape}, {len(fs.class_names)} classes; "
+        f"20-shot linear probe {probe.accuracy_mean:.3f}"
     )
-    out.print(t)
+    spec = SweepSpec(
+        datasets=("fashion-mnist",), backbones=("efficientnet-lite0",),
+        shots=_csv(shots, int, "--shots") or (1, 2, 4, 8, 16, 32, 64, 128, 256),
+        seeds=tuple(range(6 if paper else 3)), shadow_models=256 if paper else 64,
+        variants=("lira-online",), fpr=(0.1, 0.01, 0.001),
+    )  # fmt: skip
+    summary, store = run_sweep_command(spec, out_dir)
+    store.close()
+    fitted = fit_run(out_dir)
+    level = fitted.level("lira", "online", 0.001)
+    try:
+        p = _plan(level, 0.001, len(fs.class_names), epsilon=1.0)
+        plan_text = (
+            f"ε = 1 at FPR 0.001 (advantage ≤ {p.target_advantage:.5f}) needs S ≥ {p.shots:,} "
+            "examples per class"
+        )
+        plan_doc = p.to_dict()
+    except MiascaleError as exc:
+        plan_text, plan_doc = f"no plan: {exc}", None
+    path = build_report(out_dir)
+    if json_:
+        _emit_json({"sweep": summary.to_dict(), "fit": fitted.to_dict(), "plan_epsilon_1": plan_doc,
+                    "probe": probe.to_dict(), "report": str(path)})  # fmt: skip
+        return
+    out.print(_fit_table(fitted))
+    out.print(plan_text)
+    out.print(f"sweep: {summary.ran} cells run, {summary.skipped} reused, {summary.seconds:.0f} s")
+    out.print(f"report: {path}")
 
 
 def _parse_fpr(text: str) -> tuple[float, ...]:
@@ -299,6 +322,294 @@ def audit(
     )
     if out_dir is not None:
         out.print(f"wrote {Path(out_dir) / 'audit.json'} and signals.npz")
+
+
+def _csv(text: str | None, cast, flag: str) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise MiascaleError(
+            f"{flag} takes a comma-separated list; could not parse {text!r}."
+        ) from None
+
+
+def _classes_value(t: str) -> int | None:
+    return None if t.lower() == "all" else int(t)
+
+
+def run_sweep_command(spec, out_dir: Path, device: str = "cpu", quiet: bool = False):
+    """Expand a SweepSpec and run it into ``out_dir`` (resumable); returns (summary, store)."""
+    from miascale.experiments.cells import FeatureMemo, check_variants, make_run_cell
+    from miascale.experiments.grid import expand
+    from miascale.experiments.runner import run_sweep
+    from miascale.experiments.store import ResultStore
+
+    check_variants(spec.variants)
+    for b in spec.backbones:
+        from miascale.backbones import resolve
+
+        resolve(b, spec.resolution)  # unknown backbone / bad resolution: fail before any work
+    memo = FeatureMemo(device, quiet)
+    cells = expand(spec, memo.shots_for(spec.resolution, spec.min_per_class))
+    store = ResultStore.open(out_dir, spec.to_dict())
+    summary = run_sweep(cells, store, make_run_cell(Path(out_dir), memo, device), quiet=quiet)
+    return summary, store
+
+
+@app.command()
+def sweep(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A TOML file with the grid (see docs/sweep.md).")
+    ] = None,
+    datasets: Annotated[
+        str, typer.Option("--datasets", help="Comma-separated datasets.")
+    ] = "fashion-mnist",
+    backbones: Annotated[
+        str, typer.Option("--backbones", help="Comma-separated backbones.")
+    ] = "efficientnet-lite0",
+    shots: Annotated[
+        str | None,
+        typer.Option(
+            "--shots", help="Comma-separated S (default 1,2,4,… up to the data, max 256)."
+        ),
+    ] = None,
+    classes: Annotated[
+        str, typer.Option("--classes", help="Comma-separated C values, or 'all'.")
+    ] = "all",
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "0,1,2",
+    variants: Annotated[
+        str,
+        typer.Option(
+            "--attacks", help="Comma-separated attack variants: lira-online, lira-offline."
+        ),
+    ] = "lira-online",
+    shadow_models: Annotated[
+        int, typer.Option("--shadow-models", "-m", help="M (K = M + 1).")
+    ] = 64,
+    fpr: Annotated[
+        str, typer.Option("--fpr", help="FPR levels, comma-separated.")
+    ] = "0.1,0.01,0.001",
+    resolution: ResolutionOpt = None,
+    min_per_class: MinPerClassOpt = None,
+    membership: Annotated[
+        str, typer.Option("--membership", help="balanced | bernoulli")
+    ] = "balanced",
+    l2: Annotated[float, typer.Option("--l2", help="L2 strength of the heads.")] = 1e-3,
+    device: Annotated[str, typer.Option("--device", help="torch device.")] = "cpu",
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory (resumable).")] = Path(
+        "runs/sweep"
+    ),
+    json_: JsonOpt = False,
+) -> None:
+    """Run a grid of audits into a resumable, crash-safe result store (RUN_DIR/results.sqlite)."""
+    from miascale.experiments.grid import SweepSpec
+
+    if config is not None:
+        spec = SweepSpec.from_toml(config)
+    else:
+        spec = SweepSpec(
+            datasets=_csv(datasets, str, "--datasets"), backbones=_csv(backbones, str, "--backbones"),
+            shots=_csv(shots, int, "--shots"), classes=_csv(classes, _classes_value, "--classes"),
+            seeds=_csv(seeds, int, "--seeds"), variants=_csv(variants, str, "--attacks"),
+            shadow_models=shadow_models, fpr=_csv(fpr, float, "--fpr"), resolution=resolution,
+            min_per_class=min_per_class, membership=membership, l2=l2,
+        )  # fmt: skip
+    summary, store = run_sweep_command(spec, out_dir, device)
+    n_rows = len(store.rows())
+    store.close()
+    result = {**summary.to_dict(), "run_dir": str(out_dir), "rows": n_rows}
+    if json_:
+        _emit_json(result)
+    else:
+        out.print(
+            f"sweep: {summary.total} cells ({summary.skipped} already done, {summary.ran} run, "
+            f"{summary.failed} failed) in {summary.seconds:.1f} s → {out_dir}/results.sqlite "
+            f"({n_rows} rows)"
+        )
+
+
+def fit_run(run_dir: Path, keep_unresolvable=False, keep_saturated=False):
+    """Fit the power law to a run directory's rows and write fit.json; returns the ScalingFit."""
+    from miascale.experiments.store import ResultStore
+    from miascale.scaling import fit_power_law
+
+    if not (Path(run_dir) / "results.sqlite").is_file():
+        raise MiascaleError(
+            f"{run_dir} holds no results.sqlite; run `miascale sweep --out {run_dir}` first."
+        )
+    with ResultStore.load(run_dir) as store:
+        rows = store.rows()
+    if not rows:
+        raise MiascaleError(f"{run_dir}/results.sqlite has no finished cells yet.")
+    for r in rows:  # "all classes" cells: the law needs the number
+        if r["classes"] is None:
+            r["classes"] = r["n_classes"]
+    fit = fit_power_law(
+        rows, exclude_unresolvable=not keep_unresolvable, exclude_saturated=not keep_saturated
+    )
+    _write_json(Path(run_dir) / "fit.json", fit.to_dict())
+    return fit
+
+
+def _fit_table(fit) -> Table:
+    t = Table(title="power law: log10(TPR − FPR) = β_S·log10 S + β_C·log10 C + β_0")
+    for col in (
+        "attack",
+        "FPR",
+        "β_S [95% CI]",
+        "β_C [95% CI]",
+        "β_0 [95% CI]",
+        "R²",
+        "points",
+        "excluded",
+    ):
+        t.add_column(col, justify="right")
+
+    def ci(b, c):
+        return "–" if b is None else f"{b:.3f} [{c[0]:.3f}, {c[1]:.3f}]"
+
+    for lv in fit.levels:
+        ok = lv.status == "ok"
+        t.add_row(
+            f"{lv.attack}-{lv.variant}", f"{lv.fpr_level:g}",
+            ci(lv.beta_s, lv.ci_s) if ok else lv.status, ci(lv.beta_c, lv.ci_c) if ok else "–",
+            ci(lv.beta_0, lv.ci_0) if ok else "–", f"{lv.r_squared:.3f}" if ok else "–",
+            str(lv.n_points), str(len(lv.excluded)),
+        )  # fmt: skip
+    return t
+
+
+@app.command()
+def fit(
+    run_dir: Annotated[Path, typer.Argument(help="A sweep's run directory.")],
+    keep_unresolvable: Annotated[
+        bool, typer.Option("--keep-unresolvable", help="Do not exclude unresolvable FPR levels.")
+    ] = False,
+    keep_saturated: Annotated[
+        bool,
+        typer.Option("--keep-saturated", help="Do not exclude saturated cells (CI reaches 1)."),
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Fit log10(TPR − FPR) = β_S·log10 S + β_C·log10 C + β_0 per FPR level; writes fit.json."""
+    result = fit_run(run_dir, keep_unresolvable, keep_saturated)
+    if json_:
+        _emit_json(result.to_dict())
+        return
+    out.print(_fit_table(result))
+    for lv in result.levels:
+        for e in lv.excluded:
+            err.print(f"excluded ({lv.attack}-{lv.variant}, FPR {lv.fpr_level:g}): {e.to_dict()}")
+    out.print(f"wrote {Path(run_dir) / 'fit.json'}")
+
+
+def _coefficients(coefficients: Path | None, beta_s, beta_0, beta_c, fpr: float, attack: str):
+    from miascale.scaling import Coefficients, ScalingFit
+
+    if coefficients is not None:
+        try:
+            data = json.loads(Path(coefficients).read_text())
+        except (OSError, ValueError) as exc:
+            raise MiascaleError(f"Cannot read {coefficients}: {exc}.") from None
+        att, _, var = attack.partition("-")
+        return ScalingFit.from_dict(data).level(att, var, fpr)
+    if beta_s is None or beta_0 is None:
+        raise MiascaleError(
+            "Give the law: either --coefficients fit.json, or --beta-s and --beta-0 (and --beta-c)."
+        )
+    return Coefficients(beta_s, beta_0, beta_c, fpr_level=fpr)
+
+
+CoefOpt = Annotated[
+    Path | None, typer.Option("--coefficients", help="fit.json from `miascale fit`.")
+]
+BetaS = Annotated[float | None, typer.Option("--beta-s", help="Slope in log10 S.")]
+Beta0 = Annotated[float | None, typer.Option("--beta-0", help="Intercept.")]
+BetaC = Annotated[float | None, typer.Option("--beta-c", help="Slope in log10 C.")]
+AttackVar = Annotated[str, typer.Option("--attack", help="Attack variant in fit.json.")]
+
+
+@app.command()
+def predict(
+    shots: Annotated[int, typer.Option("--shots", "-s", help="Examples per class S.")],
+    fpr: Annotated[float, typer.Option("--fpr", help="FPR level.")],
+    classes: Annotated[
+        int | None, typer.Option("--classes", "-c", help="Number of classes C.")
+    ] = None,
+    coefficients: CoefOpt = None,
+    beta_s: BetaS = None,
+    beta_0: Beta0 = None,
+    beta_c: BetaC = None,
+    attack: AttackVar = "lira-online",
+    json_: JsonOpt = False,
+) -> None:
+    """Predicted TPR and advantage at S examples per class from a fitted (or given) law."""
+    from miascale.scaling import predict as _predict
+
+    law = _coefficients(coefficients, beta_s, beta_0, beta_c, fpr, attack)
+    p = _predict(law, shots, classes)
+    if json_:
+        _emit_json(p.to_dict())
+    else:
+        out.print(
+            f"S={shots}{'' if classes is None else f', C={classes}'}, FPR {fpr:g}: "
+            f"predicted TPR {p.tpr:.4g}, advantage {p.advantage:.4g}"
+            + (" (TPR clipped at 1: outside the law's range)" if p.clipped else "")
+        )
+
+
+@app.command()
+def plan(
+    fpr: Annotated[float, typer.Option("--fpr", help="FPR level.")],
+    classes: Annotated[
+        int | None, typer.Option("--classes", "-c", help="Number of classes C.")
+    ] = None,
+    target_advantage: Annotated[
+        float | None, typer.Option("--target-advantage", help="Largest acceptable TPR − FPR.")
+    ] = None,
+    epsilon: Annotated[
+        float | None, typer.Option("--epsilon", help="Target: what an (ε, δ)-DP mechanism allows.")
+    ] = None,
+    delta: Annotated[float, typer.Option("--delta", help="δ of the DP target.")] = 0.0,
+    coefficients: CoefOpt = None,
+    beta_s: BetaS = None,
+    beta_0: Beta0 = None,
+    beta_c: BetaC = None,
+    attack: AttackVar = "lira-online",
+    json_: JsonOpt = False,
+) -> None:
+    """The smallest S whose predicted advantage is at most the target (or the ε-DP bound)."""
+    from miascale.scaling import plan as _plan
+
+    if (target_advantage is None) == (epsilon is None):
+        raise MiascaleError("Give exactly one of --target-advantage and --epsilon.")
+    law = _coefficients(coefficients, beta_s, beta_0, beta_c, fpr, attack)
+    p = _plan(law, fpr, classes, target_advantage=target_advantage, epsilon=epsilon, delta=delta)
+    if json_:
+        _emit_json(p.to_dict())
+    else:
+        what = f"ε = {epsilon:g}, δ = {delta:g}" if epsilon is not None else "the target"
+        out.print(
+            f"FPR {fpr:g}: S ≥ {p.shots} examples per class keep the predicted advantage at or "
+            f"below {p.target_advantage:.4g} ({what}); the law crosses it at S ≈ {p.shots_real:.4g}."
+        )
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A sweep's run directory.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Write RUN_DIR/report.html: plots, fit table, plan table, config (one self-contained file)."""
+    from miascale.report import build_report
+
+    path = build_report(run_dir)
+    if json_:
+        _emit_json({"report": str(path)})
+    else:
+        out.print(f"wrote {path}")
 
 
 def main() -> None:

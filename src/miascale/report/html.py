@@ -1,0 +1,782 @@
+"""The sweep report: one self-contained HTML file, ``RUN_DIR/report.html``.
+
+:func:`build_report` reads a sweep run directory (``results.sqlite``, the cells' ``signals.npz``
+artifacts and, when present, ``fit.json``) and writes a single HTML page that opens offline: the
+figures are embedded as base64 PNG data URIs and the page uses no external CSS, JavaScript or fonts.
+
+Sections: run summary and configuration, advantage vs shots with the fitted power law, ROC curves,
+the fit table, test accuracy vs shots, and the shots a target privacy level needs (the plan table).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import platform
+import zipfile
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miascale.errors import MiascaleError
+from miascale.paths import atomic_write_bytes
+from miascale.report import plots
+from miascale.scaling import LevelFit, ScalingFit, fit_power_law, plan, predict
+
+REPORT_NAME = "report.html"
+FIT_NAME = "fit.json"
+PLAN_EPSILONS = (0.25, 0.5, 1.0, 2.0)
+MAX_ROC_GROUPS = 6
+DASH = "–"
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+pre { background: #f7f7f7; border: 1px solid #ddd; padding: 0.6em; overflow-x: auto;
+      font-size: 0.85em; }
+figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption, .note, .caption { font-size: 0.85em; color: #555; }
+.note { font-style: italic; }
+details { margin: 0.2em 0; }
+summary { cursor: pointer; }
+.muted { color: #777; }
+"""
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _e(x: Any) -> str:
+    """HTML-escaped text."""
+    return html.escape(str(x), quote=True)
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` decimals, or a dash for a missing / non-finite value."""
+    if x is None or not isinstance(x, int | float) or not math.isfinite(x):
+        return DASH
+    return f"{x:.{digits}f}"
+
+
+def fmt_coef(value: float | None, ci: tuple[float | None, float | None] | None) -> str:
+    """A coefficient with its confidence interval as in the fit table: ``-0.512 [-0.601, -0.423]``."""
+    if value is None:
+        return DASH
+    text = fmt_num(value)
+    if ci is not None and ci[0] is not None and ci[1] is not None:
+        text += f" [{fmt_num(ci[0])}, {fmt_num(ci[1])}]"
+    return text
+
+
+def _fmt_c(c: int | None) -> str:
+    return "all" if c is None else str(c)
+
+
+def _fmt_list(values: Iterable[Any]) -> str:
+    return ", ".join(str(v) for v in values) or DASH
+
+
+def _ckey(c: int | None) -> tuple[bool, int]:
+    return (c is None, 0 if c is None else int(c))
+
+
+def _group_key(g: tuple[str, str, int | None]) -> tuple:
+    return (g[0], g[1], _ckey(g[2]))
+
+
+def _numeric_classes(row: Mapping[str, Any]) -> int | None:
+    """The number of classes of a row: ``classes``, else an ``n_classes`` extra field, else None."""
+    c = row.get("classes")
+    if c is None:
+        c = row.get("n_classes")
+    if isinstance(c, bool) or not isinstance(c, int | np.integer):
+        return None
+    return int(c)
+
+
+def _advantage(row: Mapping[str, Any]) -> float | None:
+    adv = row.get("advantage")
+    if adv is None and row.get("tpr") is not None:
+        adv = float(row["tpr"]) - float(row["fpr_level"])
+    return None if adv is None else float(adv)
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+
+
+def _figure(png: bytes, alt: str, caption: str | None = None) -> str:
+    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+    return f"<figure>{_img(png, alt)}{cap}</figure>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of miascale and the libraries behind the numbers (without importing torch)."""
+    import matplotlib
+
+    import miascale
+
+    return {
+        "miascale": miascale.__version__,
+        "numpy": np.__version__,
+        "torch": _version("torch"),
+        "matplotlib": matplotlib.__version__,
+        "statsmodels": _version("statsmodels"),
+        "python": platform.python_version(),
+    }
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class RunData:
+    """Everything the report shows, read from a run directory."""
+
+    run_dir: Path
+    meta: dict[str, Any]
+    spec: dict[str, Any]
+    rows: list[dict]
+    cells: list[dict]
+    fit: ScalingFit | None
+    fit_source: str  # where the fit came from, or why there is none
+
+    @property
+    def levels(self) -> list[tuple[str, str, float]]:
+        """``(attack, variant, fpr_level)`` of the rows, sorted."""
+        return sorted({(r["attack"], r["variant"], float(r["fpr_level"])) for r in self.rows})
+
+    @property
+    def attack_variants(self) -> list[tuple[str, str]]:
+        return sorted({(r["attack"], r["variant"]) for r in self.rows})
+
+    @property
+    def groups(self) -> list[tuple[str, str, int | None]]:
+        """``(dataset, backbone, classes)`` of the rows, sorted (``classes=None``: all, last)."""
+        return sorted(
+            {(r["dataset"], r["backbone"], r["classes"]) for r in self.rows}, key=_group_key
+        )
+
+
+def _read_fit_json(path: Path) -> ScalingFit:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MiascaleError(
+            f"Cannot read the scaling fit {path}: {e}. Delete the file to let the report refit the "
+            f"sweep results, or write it again with miascale."
+        ) from None
+    try:
+        return ScalingFit.from_dict(data)
+    except MiascaleError as e:
+        raise MiascaleError(
+            f"{path}: {e} (or delete the file to let the report refit the results)"
+        ) from None
+
+
+def _compute_fit(rows: list[dict]) -> tuple[ScalingFit | None, str]:
+    numeric = [_numeric_classes(r) for r in rows]
+    unknown = all(c is None for c in numeric)
+    fit_rows = []
+    for r, c in zip(rows, numeric, strict=True):
+        # With "all classes" everywhere (and no n_classes field) C takes a single value, so the law
+        # has no classes term and any placeholder C gives the same fit.
+        fit_rows.append({**r, "classes": 1 if unknown else c})
+    try:
+        return fit_power_law(fit_rows), f"fitted by the report from {len(rows)} result rows"
+    except MiascaleError as e:
+        return None, f"the power law could not be fitted: {e}"
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a sweep run directory; raises :class:`MiascaleError` when it holds no results."""
+    from miascale.experiments.store import ResultStore
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MiascaleError(
+            f"The run directory {run_dir} does not exist. Give the --out directory of a "
+            f"`miascale sweep` run."
+        )
+    with ResultStore.load(run_dir) as store:
+        meta = store.meta()
+        rows = store.rows()
+        cells = store.cells()
+    if not rows:
+        raise MiascaleError(
+            f"The sweep in {run_dir} has no finished cells yet ({len(cells)} recorded, none with "
+            f"results), so there is nothing to report. Run (or resume) `miascale sweep` with this "
+            f"--out first."
+        )
+    fit_path = run_dir / FIT_NAME
+    if fit_path.is_file():
+        fit, source = _read_fit_json(fit_path), f"read from {FIT_NAME}"
+    else:
+        fit, source = _compute_fit(rows)
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+    return RunData(run_dir, meta, spec, rows, cells, fit, source)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _section_summary(run: RunData) -> str:
+    rows = run.rows
+    spec = run.spec
+    done = [c for c in run.cells if c.get("status") == "done"]
+    failed = [c for c in run.cells if c.get("status") != "done"]
+    variants = spec.get("variants") or [f"{a}-{v}" for a, v in run.attack_variants]
+    items = [
+        ("Datasets", _fmt_list(sorted({r["dataset"] for r in rows}))),
+        ("Backbones", _fmt_list(sorted({r["backbone"] for r in rows}))),
+        ("Shots S (examples per class)", _fmt_list(sorted({r["shots"] for r in rows}))),
+        (
+            "Classes C",
+            _fmt_list(_fmt_c(c) for c in sorted({r["classes"] for r in rows}, key=_ckey)),
+        ),
+        ("Seeds", _fmt_list(sorted({r["seed"] for r in rows}))),
+        ("Shadow models", str(spec.get("shadow_models", DASH))),
+        ("Attack variants", _fmt_list(variants)),
+        ("FPR levels", _fmt_list(f"{f:g}" for f in sorted({r["fpr_level"] for r in rows}))),
+        ("Cells", f"{len(done)} done, {len(failed)} failed"),
+        ("Result rows", str(len(rows))),
+        ("Sweep started", str(run.meta.get("created_at", DASH))),
+        ("Scaling fit", run.fit_source),
+    ]
+    out = ['<h2 id="summary">Run summary</h2>', "<table>"]
+    out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items]
+    out.append("</table>")
+    if failed:
+        out.append(f"<details><summary>{len(failed)} failed cell(s)</summary><ul>")
+        for c in failed:
+            cfg = c.get("config") or {}
+            label = (
+                f"{cfg.get('dataset')}/{cfg.get('backbone')} C={_fmt_c(cfg.get('classes'))} "
+                f"S={cfg.get('shots')} seed={cfg.get('seed')}"
+            )
+            out.append(f"<li>{_e(label)}: {_e(c.get('error') or c.get('status'))}</li>")
+        out.append("</ul></details>")
+    out.append("<h3>Configuration</h3>")
+    out.append(f"<pre>{_e(json.dumps(spec, indent=2, sort_keys=True))}</pre>")
+    out.append("<h3>Package versions</h3><table>")
+    out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in package_versions().items()]
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _excluded_keys(lf: LevelFit | None) -> set[tuple[str, str, int, int]]:
+    if lf is None:
+        return set()
+    return {(p.dataset, p.backbone, int(p.shots), int(p.classes)) for p in lf.excluded}
+
+
+def _level_fit(fit: ScalingFit | None, level: tuple[str, str, float]) -> LevelFit | None:
+    if fit is None:
+        return None
+    try:
+        return fit.level(*level)
+    except MiascaleError:
+        return None
+
+
+def _fit_line(lf: LevelFit | None, shots: np.ndarray, classes: int | None) -> tuple:
+    if lf is None or not lf.ok or shots.size == 0:
+        return np.empty(0), np.empty(0)
+    xs = np.logspace(math.log10(shots.min()), math.log10(shots.max()), 60)
+    try:
+        ys = np.array([predict(lf, float(s), classes).advantage for s in xs])
+    except MiascaleError:  # the law has a classes term but C is unknown
+        return np.empty(0), np.empty(0)
+    return xs, ys
+
+
+def _section_advantage(run: RunData) -> str:
+    out = ['<h2 id="advantage">Attack advantage vs shots</h2>']
+    # panel: (dataset, backbone, classes, attack, variant) -> fpr -> shots -> rows
+    panels: dict[tuple, dict[float, dict[int, list[dict]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for r in run.rows:
+        key = (r["dataset"], r["backbone"], r["classes"], r["attack"], r["variant"])
+        panels[key][float(r["fpr_level"])][int(r["shots"])].append(r)
+    floors = []
+    figs = []
+    for key in sorted(panels, key=lambda k: (*_group_key(k[:3]), k[3], k[4])):
+        dataset, backbone, classes, attack, variant = key
+        series = []
+        any_fit = False
+        for fpr in sorted(panels[key], reverse=True):
+            by_s = panels[key][fpr]
+            shots = np.array(sorted(by_s), dtype=np.float64)
+            med, lo, hi, exc = [], [], [], []
+            lf = _level_fit(run.fit, (attack, variant, fpr))
+            excluded = _excluded_keys(lf)
+            cnum = None
+            for s in sorted(by_s):
+                rs = by_s[s]
+                advs = [a for a in (_advantage(r) for r in rs) if a is not None]
+                med.append(float(np.median(advs)) if advs else math.nan)
+                lows = [r["ci_low"] for r in rs if r.get("ci_low") is not None]
+                highs = [r["ci_high"] for r in rs if r.get("ci_high") is not None]
+                lo.append(min(lows) - fpr if lows else math.nan)
+                hi.append(max(highs) - fpr if highs else math.nan)
+                cnum = _numeric_classes(rs[0])
+                if cnum is not None:
+                    exc.append((dataset, backbone, s, cnum) in excluded)
+                else:
+                    exc.append(any(k[:3] == (dataset, backbone, s) for k in excluded))
+            fit_s, fit_y = _fit_line(lf, shots, cnum if cnum is not None else classes)
+            any_fit |= bool(len(fit_s))
+            label = f"FPR {fpr:g}"
+            if lf is not None and lf.ok:
+                label += f" ($\\beta_S$ = {fmt_num(lf.beta_s)})"
+            series.append(
+                plots.AdvantageSeries(
+                    label=label,
+                    shots=shots,
+                    median=np.array(med),
+                    lower=np.array(lo),
+                    upper=np.array(hi),
+                    excluded=np.array(exc, dtype=bool),
+                    fit_s=fit_s,
+                    fit_y=fit_y,
+                )
+            )
+        floor = plots.advantage_floor(series)
+        floors.append(floor)
+        title = f"{dataset} / {backbone}, C = {_fmt_c(classes)}, {attack}-{variant}"
+        png = plots.advantage_plot(title, series, floor)
+        cap = None if any_fit else "No fitted line: the law could not be fitted for these levels."
+        figs.append(_figure(png, f"Advantage vs shots: {title}", cap))
+    floor_txt = ", ".join(sorted({f"{f:.0e}" for f in floors}))
+    out.append(
+        '<p class="caption">'
+        + _e(
+            "Log-log axes. Points: median over seeds of the advantage TPR − FPR at each FPR level; "
+            "error bars: from the smallest Clopper–Pearson lower bound to the largest upper bound "
+            f"over seeds, minus the FPR. Lower ends ≤ 0 are clipped to {floor_txt} for the log "
+            "axis. Hollow circles: cells excluded from the fit (see the fit table); hollow "
+            "triangles at the bottom: median advantage ≤ 0, which a log axis cannot show. Lines: "
+            "the fitted law 10^(β_0 + β_S log10 S [+ β_C log10 C]) of each level."
+        )
+        + "</p>"
+    )
+    out += figs
+    return "\n".join(out)
+
+
+def _resolve_artifacts(run_dir: Path, artifacts: str | None) -> Path | None:
+    if not artifacts:
+        return None
+    p = Path(artifacts)
+    return p if p.is_absolute() else run_dir / p
+
+
+def _load_signals(folder: Path) -> dict[str, np.ndarray]:
+    path = folder / "signals.npz"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {
+                k: np.asarray(z[k]) for k in z.files if k == "in_mask" or k.startswith("scores")
+            }
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is unreadable ({e})") from None
+
+
+def _roc_for(sig: dict[str, np.ndarray], attack: str, variant: str, single: bool):
+    from miascale.metrics import roc_curve
+
+    key = f"scores__{attack}-{variant}"
+    if key not in sig:
+        if single and "scores" in sig:
+            key = "scores"
+        else:
+            raise ValueError(f"no {key} in signals.npz")
+    if "in_mask" not in sig:
+        raise ValueError("no in_mask in signals.npz")
+    scores = np.asarray(sig[key], dtype=np.float64)
+    mask = np.asarray(sig["in_mask"]).astype(bool)
+    if scores.shape != mask.shape:
+        raise ValueError(f"{key} has shape {scores.shape} but in_mask {mask.shape}")
+    ok = np.isfinite(scores)
+    try:
+        return roc_curve(scores[ok], mask[ok])
+    except MiascaleError as e:
+        raise ValueError(str(e)) from None
+
+
+def _pick_shots(shots: list[int]) -> list[int]:
+    shots = sorted(set(shots))
+    if len(shots) <= 3:
+        return shots
+    return sorted({shots[0], shots[(len(shots) - 1) // 2], shots[-1]})
+
+
+def _section_roc(run: RunData) -> str:
+    out = ['<h2 id="roc">ROC curves</h2>']
+    # group -> shots -> [(seed, artifacts folder)]
+    by_group: dict[tuple, dict[int, list[tuple[int, Path]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    n_without = 0
+    for c in run.cells:
+        cfg = c.get("config") or {}
+        if c.get("status") != "done":
+            continue
+        folder = _resolve_artifacts(run.run_dir, c.get("artifacts"))
+        if folder is None:
+            n_without += 1
+            continue
+        g = (cfg.get("dataset"), cfg.get("backbone"), cfg.get("classes"))
+        by_group[g][int(cfg.get("shots"))].append((int(cfg.get("seed", 0)), folder))
+    if not by_group:
+        out.append(
+            _note(
+                "No ROC curves: no cell of this run recorded signal artifacts (signals.npz), so "
+                "only the summary metrics are available."
+            )
+        )
+        return "\n".join(out)
+    avs = run.attack_variants
+    single = len(avs) == 1
+    groups = sorted(by_group, key=_group_key)
+    notes: list[str] = []
+    if n_without:
+        notes.append(f"{n_without} done cell(s) have no artifacts.")
+    if len(groups) > MAX_ROC_GROUPS:
+        notes.append(
+            f"Showing the first {MAX_ROC_GROUPS} of {len(groups)} (dataset, backbone, classes) "
+            f"combinations."
+        )
+        groups = groups[:MAX_ROC_GROUPS]
+    out.append(
+        '<p class="caption">'
+        + _e(
+            "Log-log ROC curves of the pooled target scores (all target models of one seed; "
+            "unscored examples dropped) at the smallest, a middle and the largest S with "
+            "artifacts. Colour: S; line style: attack variant. Dashed grey: chance (TPR = FPR)."
+        )
+        + "</p>"
+    )
+    for g in groups:
+        title = f"{g[0]} / {g[1]}, C = {_fmt_c(g[2])}"
+        # per S, the lowest seed whose signals.npz exists
+        chosen: dict[int, tuple[int, Path]] = {}
+        for s in sorted(by_group[g]):
+            cands = sorted(by_group[g][s], key=lambda t: t[0])
+            present = [t for t in cands if (t[1] / "signals.npz").is_file()]
+            if present:
+                chosen[s] = present[0]
+            else:
+                missing = ", ".join(str(f / "signals.npz") for _, f in cands)
+                notes.append(f"{title}, S={s}: artifacts recorded but missing ({missing}).")
+        series = []
+        for ci, s in enumerate(_pick_shots(list(chosen))):
+            seed, folder = chosen[s]
+            try:
+                sig = _load_signals(folder)
+            except ValueError as e:
+                notes.append(f"S={s} seed={seed}: {e}.")
+                continue
+            for si, (attack, variant) in enumerate(avs):
+                try:
+                    roc = _roc_for(sig, attack, variant, single)
+                except ValueError as e:
+                    notes.append(f"S={s} seed={seed} {attack}-{variant}: {e}.")
+                    continue
+                auc = float(np.trapezoid(roc.tpr, roc.fpr))
+                label = f"S={s} seed {seed}, {attack}-{variant} (AUC {auc:.3f})"
+                series.append(plots.RocSeries(label, roc.fpr, roc.tpr, color=ci, style=si))
+        if series:
+            out.append(_figure(plots.roc_plot(title, series), f"ROC curves: {title}"))
+        else:
+            notes.append(f"No usable signals for {title}.")
+    if notes:
+        out.append("<ul>" + "".join(f'<li class="note">{_e(n)}</li>' for n in notes) + "</ul>")
+    return "\n".join(out)
+
+
+def _excluded_details(lf: LevelFit) -> str:
+    parts = []
+    if lf.excluded:
+        items = "".join(
+            f"<li>{_e(p.dataset)}/{_e(p.backbone)} C={p.classes} S={p.shots}: "
+            f"{_e('; '.join(p.reasons))} (median advantage {fmt_num(p.advantage, 4)}, "
+            f"CI of TPR [{fmt_num(p.ci_low, 4)}, {fmt_num(p.ci_high, 4)}], "
+            f"{p.n_seeds} seed(s))</li>"
+            for p in lf.excluded
+        )
+        parts.append(
+            f"<details><summary>{len(lf.excluded)} excluded</summary><ul>{items}</ul></details>"
+        )
+    else:
+        parts.append('<span class="muted">none</span>')
+    if lf.lodo:
+        items = "".join(
+            f"<li>{_e(r.dataset)} ({r.n_points} pts): "
+            + (f"RMSE {fmt_num(r.rmse)}" if r.rmse is not None else _e(r.reason or DASH))
+            + "</li>"
+            for r in lf.lodo
+        )
+        parts.append(
+            "<details><summary>leave-one-dataset-out (log10 advantage)</summary>"
+            f"<ul>{items}</ul></details>"
+        )
+    return "".join(parts)
+
+
+def _section_fit(run: RunData) -> str:
+    out = ['<h2 id="fit">Power-law fit</h2>']
+    if run.fit is None:
+        out.append(_note(f"No fit: {run.fit_source}."))
+        return "\n".join(out)
+    conf = f"{run.fit.confidence * 100:g}%"
+    out.append(
+        '<p class="caption">'
+        + _e(
+            f"log10(TPR − FPR) = β_S log10 S [+ β_C log10 C] + β_0, fitted by ordinary least "
+            f"squares per attack variant and FPR level on the medians over seeds; {conf} "
+            f"confidence intervals in brackets. The classes term is fitted only when C varies. "
+            f"Source: {run.fit_source}."
+        )
+        + "</p>"
+    )
+    head = [
+        "Attack",
+        "Variant",
+        "FPR",
+        f"β_S [{conf} CI]",
+        f"β_C [{conf} CI]",
+        f"β_0 [{conf} CI]",
+        "R²",
+        "Points",
+        "Status",
+        "Excluded points",
+    ]
+    out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
+    for lf in run.fit.levels:
+        status = lf.status if lf.ok else f"{lf.status}: {lf.reason}"
+        cells = [
+            f"<td>{_e(lf.attack)}</td>",
+            f"<td>{_e(lf.variant)}</td>",
+            f'<td class="num">{_e(f"{lf.fpr_level:g}")}</td>',
+            f'<td class="num">{_e(fmt_coef(lf.beta_s, lf.ci_s))}</td>',
+            f'<td class="num">{_e(fmt_coef(lf.beta_c, lf.ci_c))}</td>',
+            f'<td class="num">{_e(fmt_coef(lf.beta_0, lf.ci_0))}</td>',
+            f'<td class="num">{_e(fmt_num(lf.r_squared))}</td>',
+            f'<td class="num">{lf.n_points}</td>',
+            f"<td>{_e(status)}</td>",
+            f"<td>{_excluded_details(lf)}</td>",
+        ]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _section_accuracy(run: RunData) -> str:
+    out = ['<h2 id="accuracy">Test accuracy vs shots</h2>']
+    per_cell: dict[str, tuple] = {}
+    for r in run.rows:
+        acc = r.get("test_accuracy")
+        if acc is None or not math.isfinite(acc) or r["cell_id"] in per_cell:
+            continue
+        per_cell[r["cell_id"]] = ((r["dataset"], r["backbone"], r["classes"]), r["shots"], acc)
+    if not per_cell:
+        out.append(_note("No test accuracy was recorded for this run."))
+        return "\n".join(out)
+    groups: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for g, s, acc in per_cell.values():
+        groups[g][int(s)].append(float(acc))
+    series = []
+    for g in sorted(groups, key=_group_key):
+        shots = sorted(groups[g])
+        vals = [groups[g][s] for s in shots]
+        series.append(
+            plots.AccuracySeries(
+                label=f"{g[0]} / {g[1]}, C = {_fmt_c(g[2])}",
+                shots=np.array(shots, dtype=np.float64),
+                median=np.array([np.median(v) for v in vals]),
+                low=np.array([min(v) for v in vals]),
+                high=np.array([max(v) for v in vals]),
+            )
+        )
+    png = plots.accuracy_plot("Test accuracy of the target models", series)
+    out.append(
+        _figure(
+            png,
+            "Test accuracy vs shots",
+            "Median over seeds of the mean test accuracy of the target models; bars: min to max "
+            "over seeds. Log x axis.",
+        )
+    )
+    return "\n".join(out)
+
+
+def _plan_classes(rows: list[dict]) -> tuple[int | None, str]:
+    raw = {r["classes"] for r in rows}
+    numeric = {c for c in (_numeric_classes(r) for r in rows) if c is not None}
+    if len(raw) == 1:
+        c = next(iter(raw))
+        if c is None:
+            c = max(numeric) if numeric else None
+        return c, f"C = {_fmt_c(c)}, the run's number of classes"
+    c = max(numeric) if numeric else None
+    return c, f"C = {_fmt_c(c)}, the largest number of classes of the run"
+
+
+def _section_plan(run: RunData) -> str:
+    out = ['<h2 id="plan">Shots needed for a privacy target</h2>']
+    if run.fit is None:
+        out.append(_note(f"No plan: {run.fit_source}."))
+        return "\n".join(out)
+    classes, c_text = _plan_classes(run.rows)
+    out.append(
+        '<p class="caption">'
+        + _e(
+            "The smallest integer S whose predicted advantage is at most what an (ε, δ = 0) "
+            "differentially private mechanism allows at the level's FPR, (e^ε − 1)·FPR "
+            f"(target advantage in parentheses), for {c_text}. Extrapolations beyond the swept S "
+            "values rest on the power law holding there."
+        )
+        + "</p>"
+    )
+    head = ["Attack", "Variant", "FPR", *(f"ε = {eps:g}" for eps in PLAN_EPSILONS)]
+    out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
+    reasons: list[str] = []
+
+    def why(reason: str) -> str:
+        if reason not in reasons:
+            reasons.append(reason)
+        n = reasons.index(reason) + 1
+        return f'{DASH} <sup><a href="#plan-note-{n}">[{n}]</a></sup>'
+
+    for lf in run.fit.levels:
+        cells = [
+            f"<td>{_e(lf.attack)}</td>",
+            f"<td>{_e(lf.variant)}</td>",
+            f'<td class="num">{_e(f"{lf.fpr_level:g}")}</td>',
+        ]
+        for eps in PLAN_EPSILONS:
+            target = math.expm1(eps) * lf.fpr_level
+            if not lf.ok:
+                cells.append(f'<td class="num">{why(f"fit {lf.status}: {lf.reason}")}</td>')
+                continue
+            if lf.beta_s is not None and lf.beta_s >= 0:
+                reason = (
+                    f"The fitted slope β_S = {fmt_num(lf.beta_s)} is ≥ 0: the predicted advantage "
+                    f"does not fall as S grows, so no number of shots reaches the target."
+                )
+                cells.append(f'<td class="num">{why(reason)}</td>')
+                continue
+            try:
+                p = plan(lf, lf.fpr_level, classes, epsilon=eps)
+            except MiascaleError as e:
+                cells.append(f'<td class="num">{why(str(e))}</td>')
+                continue
+            cells.append(
+                f'<td class="num">{p.shots} <span class="muted">({_e(f"{target:.3g}")})</span></td>'
+            )
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    if reasons:
+        out.append(
+            '<ol class="caption">'
+            + "".join(
+                f'<li id="plan-note-{i}">{_e(r)}</li>' for i, r in enumerate(reasons, start=1)
+            )
+            + "</ol>"
+        )
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+def render_report(run: RunData) -> str:
+    """The report page as a string (see :func:`build_report`)."""
+    datasets = ", ".join(sorted({r["dataset"] for r in run.rows}))
+    title = f"miascale sweep report: {datasets}"
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    sections = [
+        _section_summary(run),
+        _section_advantage(run),
+        _section_roc(run),
+        _section_fit(run),
+        _section_accuracy(run),
+        _section_plan(run),
+    ]
+    nav = " · ".join(
+        f'<a href="#{a}">{_e(t)}</a>'
+        for a, t in [
+            ("summary", "Summary"),
+            ("advantage", "Advantage vs S"),
+            ("roc", "ROC"),
+            ("fit", "Fit"),
+            ("accuracy", "Accuracy"),
+            ("plan", "Plan"),
+        ]
+    )
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)}</title>",
+            f"<style>{_CSS}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>{_e(title)}</h1>",
+            f'<p class="muted">Run directory {_e(run.run_dir)} · generated {_e(now)}</p>',
+            f"<p>{nav}</p>",
+            *sections,
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
+
+
+def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
+    """Write the self-contained HTML report of a sweep run and return its path.
+
+    ``out_path`` defaults to ``RUN_DIR/report.html``; the file is written atomically. Uses
+    ``RUN_DIR/fit.json`` when present and otherwise fits the power law to the results. Raises
+    :class:`~miascale.errors.MiascaleError` when the directory holds no sweep results.
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    page = render_report(run)
+    out = Path(out_path) if out_path is not None else run_dir / REPORT_NAME
+    atomic_write_bytes(out, page.encode("utf-8"))
+    return out

@@ -1,0 +1,73 @@
+"""sweep → fit → predict/plan through the CLI on small synthetic features."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from miascale.cli import app
+from miascale.errors import MiascaleError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(4, 40))
+    y = np.repeat(np.arange(4), 80)
+    p = tmp_path_factory.mktemp("f") / "f.npz"
+    np.savez(p, features=means[y] + rng.normal(size=(len(y), 40)), labels=y)
+    return p
+
+
+def invoke(*args):
+    r = runner.invoke(app, [str(a) for a in args])
+    if r.exception and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r
+
+
+def test_sweep_fit_predict_plan(tmp_path, features):
+    run = tmp_path / "run"
+    args = ["sweep", "--datasets", f"npz:{features}", "--backbones", "identity",
+            "--shots", "1,2,4,8,16", "--seeds", "0,1", "--shadow-models", "8",
+            "--attacks", "lira-online,lira-offline", "--fpr", "0.1,0.01", "--l2", "1e-4",
+            "--out", run, "--json"]  # fmt: skip
+    first = json.loads(invoke(*args).stdout)
+    assert first["total"] == 10 and first["ran"] == 10 and first["rows"] == 10 * 2 * 2
+    again = json.loads(invoke(*args).stdout)
+    assert again["skipped"] == 10 and again["ran"] == 0  # resumable: nothing recomputed
+    assert len(list((run / "cells").iterdir())) == 10
+    with np.load(next((run / "cells").iterdir()) / "signals.npz") as z:
+        assert {"scores__lira-online", "scores__lira-offline", "stats", "in_mask"} <= set(z.files)
+
+    fit = json.loads(invoke("fit", run, "--json").stdout)
+    assert (run / "fit.json").is_file()
+    levels = {(lv["attack"], lv["variant"], lv["fpr_level"]): lv for lv in fit["levels"]}
+    assert len(levels) == 4
+    lv = levels[("lira", "online", 0.1)]
+    if lv["status"] == "ok":
+        pred = json.loads(invoke("predict", "--shots", 16, "--fpr", 0.1,
+                                 "--coefficients", run / "fit.json", "--json").stdout)  # fmt: skip
+        y = lv["beta_0"] + lv["beta_s"] * np.log10(16)
+        assert pred["log10_advantage"] == pytest.approx(y)
+    # explicit coefficients: plan is consistent with predict
+    p = json.loads(invoke("plan", "--fpr", 0.001, "--epsilon", 1, "--beta-s", -0.5,
+                          "--beta-0", -0.5, "--json").stdout)  # fmt: skip
+    target = (np.e - 1) * 0.001
+    assert 10 ** (-0.5 - 0.5 * np.log10(p["shots"])) <= target
+    assert 10 ** (-0.5 - 0.5 * np.log10(p["shots"] - 1)) > target
+
+
+def test_sweep_and_plan_errors(tmp_path, features):
+    with pytest.raises(MiascaleError, match="lira-online"):
+        invoke("sweep", "--datasets", f"npz:{features}", "--backbones", "identity",
+               "--attacks", "lira-sideways", "--out", tmp_path / "r")  # fmt: skip
+    with pytest.raises(MiascaleError, match=r"does not decrease|slope"):
+        invoke("plan", "--fpr", 0.01, "--epsilon", 1, "--beta-s", 0.1, "--beta-0", -1)
+    with pytest.raises(MiascaleError, match="exactly one"):
+        invoke("plan", "--fpr", 0.01, "--beta-s", -0.5, "--beta-0", -1)
+    with pytest.raises(MiascaleError, match=r"results\.sqlite"):
+        invoke("fit", tmp_path / "nothing")
