@@ -17,6 +17,13 @@ def cache_dir() -> Path:
     return base / "miascale"
 
 
+def _umask_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (mkstemp would give 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
     path = Path(path)
@@ -27,6 +34,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -61,6 +69,7 @@ class atomic_path:
         if exc_type is None:
             with open(self.tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(self.tmp, _umask_mode())
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
