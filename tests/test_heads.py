@@ -172,8 +172,60 @@ def test_input_validation(pool, kwargs, match) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"l2": -1.0}, {"optimizer": "sgd"}, {"dtype": "float16"}, {"tol": 0.0}, {"max_iter": 0}],
+    [
+        {"l2": -1.0},
+        {"optimizer": "sgd"},
+        {"dtype": "float16"},
+        {"tol": 0.0},
+        {"max_iter": 0},
+        {"precondition": 1},
+    ],
 )
 def test_config_validation(kwargs) -> None:
     with pytest.raises(MiascaleError):
         HeadConfig(**kwargs)
+
+
+def test_precondition_off_reaches_same_optimum(pool, exact_heads: TrainedHeads) -> None:
+    x, y, mask = pool
+    plain = train_heads(x, y, mask, C, HeadConfig(**{**EXACT.__dict__, "precondition": False}))
+    assert plain.converged.all()
+    assert _rel(plain.weights, exact_heads.weights) < 1e-4
+    assert _rel(plain.bias, exact_heads.bias) < 1e-4
+
+
+def test_preconditioner_helps_on_correlated_features() -> None:
+    # Strongly correlated features (a few dominant directions), like standardised CNN embeddings.
+    rng = np.random.default_rng(1)
+    n, d, c, k = 160, 60, 3, 4
+    y = np.repeat(np.arange(c), -(-n // c))[:n]
+    latent = rng.normal(size=(n, 3)) + rng.normal(size=(c, 3))[y]
+    x = latent @ rng.normal(size=(3, d)) * 3.0 + 0.3 * rng.normal(size=(n, d))
+    mask = np.zeros((k, n), dtype=bool)
+    for i in range(k):
+        mask[i, rng.permutation(n)[: n // 2]] = True
+    cfg = HeadConfig(l2=1e-3, tol=1e-7, max_iter=3000)
+    pre = train_heads(x, y, mask, c, cfg)
+    plain = train_heads(x, y, mask, c, HeadConfig(**{**cfg.__dict__, "precondition": False}))
+    assert pre.converged.all() and plain.converged.all()
+    assert pre.n_iter < plain.n_iter
+    p_pre = _softmax(head_logits(pre, x))
+    p_plain = _softmax(head_logits(plain, x))
+    assert np.abs(p_pre - p_plain).max() < 1e-4
+    w, _ = train_head_single(x[mask[0]], y[mask[0]], c, cfg)
+    assert _rel(pre.weights[0], w) < 1e-3
+
+
+def test_feature_constant_on_a_subset_gets_no_weight(pool) -> None:
+    # Feature 0 is constant on model 0's subset but varies on the rest of the pool (like a
+    # sparse ReLU feature); the shared preconditioner must not leak weight into it, since the
+    # folding W = V / sd_k would blow any such weight up by 1/STD_FLOOR.
+    x, y, mask = pool
+    x = x.astype(np.float64).copy()
+    x[mask[0], 0] = 0.0
+    h = train_heads(x, y, mask, C, HeadConfig(l2=1e-2, tol=1e-6))
+    assert h.converged.all()
+    assert np.abs(h.weights[0, 0]).max() < 1e-8
+    w, b = train_head_single(x[mask[0]], y[mask[0]], C, HeadConfig(l2=1e-2, tol=1e-9))
+    p = _softmax(head_logits(h, x)[0])
+    assert np.abs(p - _softmax(x @ w + b)).max() < 1e-3

@@ -39,6 +39,42 @@ GEMMs, ``Xc @ U`` with ``U`` of shape (D, K*C) and ``Xc^T @ R`` with the masked 
 ``R`` of shape (N, K*C), where per-model masks enter as per-example weights. Heads stop moving
 once converged.
 
+Preconditioning (``HeadConfig.precondition``, default on). Standardised backbone features are
+strongly correlated (top eigenvalue of ``X~^T X~ / n`` around 100 against ``l2 = 1e-3``), which
+makes plain L-BFGS slow. Böhning's bound says the Hessian of the averaged softmax CE w.r.t.
+``(V, c)`` is at most ``B = A (x) Sigma (+) A`` with ``A = (I_C - 11^T/C)/2`` and
+``Sigma = X~^T X~ / n`` (the cross term vanishes because X~ is centred). The L-BFGS initial
+inverse Hessian of head k is the inverse of ``P_k = gamma_k * B + l2 * I_V``:
+
+* ``Sigma`` is ONE matrix for all heads: the covariance of the whole pool standardised with pool
+  statistics (a model's subset is about half the pool). It is eigendecomposed once in float64
+  (from the (N, N) Gram matrix when N <= D); eigenvalues of at least 1% of its trace, and of
+  at least the share of 16 average examples (``16 trace/N``), are kept exactly (at most 100 of
+  them: the shared, well-estimated directions; none for tiny pools) and the remaining
+  spectrum is flattened to the largest dropped eigenvalue (Nyström-style). Keeping the small,
+  sample-specific eigenvalues of the pool would mislead the heads, whose subsets lack half of
+  those directions. Applying ``P_k^{-1}`` to all heads is two thin GEMMs, ``Q^T G`` and
+  ``Q H`` over (D, r) x (r, K*C), plus elementwise scaling by ``1/(gamma_k lam_j/2 + l2)``.
+  In the ``V 1`` direction only the regulariser acts, so there ``P`` is exactly ``l2``; the
+  bias block uses the pseudo-inverse ``A^+/gamma_k``.
+* ``gamma_k`` in (0, 1] is the curvature of the data term relative to the bound, refitted after
+  every step from the newest pair: with ``y_d = y - l2 s_V ~ gamma B s``,
+  ``gamma = y_d^T B^+ y_d / s^T y_d`` (a Barzilai-Borwein-2 estimate in the bound's metric).
+  It starts at 1, where ``-P^{-1} g`` with unit step is a majorisation (guaranteed-descent)
+  step. Near a sharp optimum the data curvature falls far below the bound, and without this
+  rescaling the fixed bound is a poor preconditioner.
+
+* A feature that is constant on head k's subset (``sd_k`` floored) has ``x~ = 0`` there, so its
+  weights feel only the regulariser and stay exactly 0 from the zero start; the shared
+  ``Sigma`` does not know that, so those coordinates are masked out of ``P_k^{-1}`` (otherwise
+  they pick up weights of order ``tol/l2`` that the folding ``W = V/sd_k`` multiplies by
+  ``1/STD_FLOOR``). Sparse (ReLU) backbone features are often constant on small subsets.
+
+The preconditioner only changes the path, never the objective or its optimum. On fashion-mnist
+x EfficientNet-lite0 features (D=1280, C=10, K=65, N=2CS) the iterations to ``tol=1e-6`` drop
+from 29/51/112/252/365 to 18/24/39/68/98 for S = 1/4/16/64/128; one preconditioner application
+costs two thin GEMMs of rank <= 100 (typically 0-20), small next to the objective's two.
+
 ``"adam"``: minibatch Adam (paper-style option), batched over heads: every head draws its own
 minibatches (a seeded permutation of its own subset each epoch) and takes its own Adam steps on
 the same objective (minibatch mean CE + l2 term). It does not reach the exact optimum;
@@ -68,6 +104,11 @@ __all__ = [
 STD_FLOOR = 1e-6
 """Per-feature standard deviations below this are replaced by it (original feature units)."""
 
+_PRECOND_CUT = 0.01
+"""Eigenvalues of the pool covariance kept exactly in the preconditioner: >= this x its trace."""
+_PRECOND_EXAMPLES = 16
+"""... and >= the share of this many average examples (trace/N each): shared directions only."""
+
 _OPTIMIZERS = ("lbfgs", "adam")
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -95,6 +136,9 @@ class HeadConfig:
             enough to reach ``tol=1e-6`` tightly; ``"float32"`` is about twice as fast per
             iteration but the gradient is then only accurate to about 1e-6 relative, so tight
             tolerances may not be reached. Optimiser state and everything else is float64.
+        precondition: L-BFGS only: use the scaled Böhning-bound preconditioner described in
+            the module docstring (default). ``False`` gives plain L-BFGS with ``H0 = gamma*I``;
+            both reach the same optimum.
     """
 
     l2: float = 1e-3
@@ -107,6 +151,7 @@ class HeadConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     dtype: str = "float64"
+    precondition: bool = True
 
     def __post_init__(self) -> None:
         if not (isinstance(self.l2, int | float) and math.isfinite(self.l2) and self.l2 >= 0):
@@ -127,6 +172,10 @@ class HeadConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise MiascaleError(f"HeadConfig.{name} must be a number > 0, got {value!r}.")
+        if not isinstance(self.precondition, bool):
+            raise MiascaleError(
+                f"HeadConfig.precondition must be a bool, got {self.precondition!r}."
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise MiascaleError(f"HeadConfig.seed must be an integer, got {self.seed!r}.")
 
@@ -255,6 +304,7 @@ class _Problem:
         self.inv_sd = 1.0 / sd
         self.inv_sd_t = self.inv_sd.t().contiguous()  # (D, K)
         self.mu_c_t = mu.t().contiguous()  # (D, K)
+        self.xc64 = xc64
         self.xc = xc64.to(dtype)
         self.xc_t = self.xc.t().contiguous()
         self.weight = m * inv_n[:, None]  # (K, N) per-example weights 1/n_k on T_k
@@ -264,6 +314,7 @@ class _Problem:
         self.y_idx = self.y.view(n, 1, 1).expand(n, k, 1)
         self.n_params = d * n_classes + n_classes
         self.n_evals = 0
+        self.preconditioner: _Preconditioner | None = None
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dc = self.d * self.c
@@ -327,6 +378,82 @@ def _gnorm(g: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+class _Preconditioner:
+    """Inverse of a scaled Böhning bound, shared by all heads (see the module docstring).
+
+    ``B = A (x) Sigma (+) A`` bounds the Hessian of the data term for (V, c), with
+    ``A = (I - 11^T/C)/2`` and ``Sigma`` the covariance of the WHOLE pool standardised with pool
+    statistics. ``Sigma`` is kept as its top eigenpairs ``Q, lam`` (eigenvalues at least
+    ``_PRECOND_CUT`` of its trace, so at most ``1/_PRECOND_CUT`` of them) plus one flat value
+    ``lam_tail`` (the largest eigenvalue dropped) for the rest. Head k's preconditioner is
+    ``P_k = gamma_k * B + l2 * I_V``; applying its inverse to all heads is two GEMMs over
+    (D, r) x (r, K*C) with r the kept rank, plus elementwise work.
+    """
+
+    def __init__(self, prob: _Problem, l2: float) -> None:
+        n, d = prob.n, prob.d
+        xc = prob.xc64  # globally centred
+        sd = (xc * xc).mean(dim=0).sqrt().clamp(min=STD_FLOOR)
+        xs = xc / sd
+        if n <= d:  # eigenpairs of Sigma from the (N, N) Gram matrix
+            lam, u = torch.linalg.eigh(xs @ xs.t() / n)
+        else:
+            lam, u = torch.linalg.eigh(xs.t() @ xs / n)
+        lam = lam.clamp(min=0.0)
+        keep = lam >= max(_PRECOND_CUT, _PRECOND_EXAMPLES / n) * float(lam.sum())
+        keep &= lam > 0
+        self.lam_tail = float(lam[~keep].max()) if bool((~keep).any()) else 0.0
+        lam, u = lam[keep], u[:, keep]
+        q = (xs.t() @ u) / (lam * n).sqrt() if n <= d else u
+        # l2 = 0: the bound alone is singular; regularise the preconditioner only.
+        self.l2 = l2 if l2 > 0 else 1e-6 * max(float(lam.sum()), 1.0) / d
+        self.rank = int(lam.shape[0])
+        self.lam = lam
+        self.q = q.contiguous()
+        self.q_t = q.t().contiguous()
+        # A feature constant on head k's subset (sd_k floored) has x~ = 0 there: its weights feel
+        # only the regulariser and stay exactly 0 from the zero start. The shared Sigma knows
+        # nothing of that, so such coordinates are masked out of P_k^{-1} (else they pick up
+        # weights ~ tol/l2 that the folding W = V/sd_k blows up by 1/STD_FLOOR).
+        self.live = (prob.sd > STD_FLOOR).to(prob.sd.dtype).t().contiguous()  # (D, K)
+        self.d, self.c, self.k = d, prob.c, prob.k
+        self.n_apply = 0  # GEMM-pair counters (for benchmarks)
+        self.n_curv = 0
+
+    def apply(self, g: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """``P_k^{-1} g`` for every head, g (K, P) -> (K, P), gamma (K,)."""
+        self.n_apply += 1
+        k, d, c = self.k, self.d, self.c
+        out = torch.empty_like(g)
+        u = g[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()  # (D, K, C)
+        gmean = u.mean(dim=2, keepdim=True)
+        u.sub_(gmean).mul_(self.live[:, :, None])
+        tail = 1.0 / (0.5 * self.lam_tail * gamma + self.l2)  # (K,)
+        h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)
+        scale = 1.0 / (0.5 * self.lam[:, None] * gamma[None, :] + self.l2) - tail[None, :]
+        h.mul_(scale[:, :, None])
+        pv = torch.addmm(u.mul_(tail[None, :, None]).view(d, k * c), self.q, h.view(-1, k * c))
+        pv = pv.view(d, k, c).add_(gmean, alpha=1.0 / self.l2).mul_(self.live[:, :, None])
+        out[:, : d * c].view(k, d, c).copy_(pv.permute(1, 0, 2))
+        gc = g[:, d * c :]
+        out[:, d * c :] = (2.0 / gamma[:, None]) * (gc - gc.mean(dim=1, keepdim=True))
+        return out
+
+    def inverse_bound_curvature(self, y: torch.Tensor) -> torch.Tensor:
+        """``y^T B_k^+ y`` per head (B_k: head k's bound as approximated in :meth:`apply`)."""
+        self.n_curv += 1
+        k, d, c = self.k, self.d, self.c
+        u = y[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()
+        u.sub_(u.mean(dim=2, keepdim=True)).mul_(self.live[:, :, None])
+        inv_tail = 1.0 / self.lam_tail if self.lam_tail > 0 else 0.0  # pseudo-inverse
+        tot = 2.0 * inv_tail * (u * u).sum(dim=(0, 2))
+        h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)
+        tot += 2.0 * ((h * h).sum(dim=2) * (1.0 / self.lam - inv_tail)[:, None]).sum(dim=0)
+        yc = y[:, d * c :]
+        yc = yc - yc.mean(dim=1, keepdim=True)
+        return tot + 2.0 * (yc * yc).sum(dim=1)
+
+
 def _lbfgs(
     prob: _Problem,
     config: HeadConfig,
@@ -336,6 +463,8 @@ def _lbfgs(
     f64 = torch.float64
     dev = prob.device
     m = config.history
+    pre = _Preconditioner(prob, prob.l2) if config.precondition else None
+    prob.preconditioner = pre
     theta = torch.zeros(k, p, dtype=f64, device=dev)
     f, g = prob.value_and_grad(theta)
     gn = _gnorm(g)
@@ -361,7 +490,10 @@ def _lbfgs(
             a = rho[slot] * (s_hist[slot] * q).sum(dim=1)
             q.addcmul_(a[:, None], y_hist[slot], value=-1.0)
             alphas.append((slot, a))
-        q.mul_(gamma[:, None])
+        if pre is not None:
+            q = pre.apply(q, gamma)
+        else:
+            q.mul_(gamma[:, None])
         for slot, a in reversed(alphas):
             b = rho[slot] * (y_hist[slot] * q).sum(dim=1)
             q.addcmul_((a - b)[:, None], s_hist[slot])
@@ -369,14 +501,20 @@ def _lbfgs(
         gd = (g * direction).sum(dim=1)
         bad = ~(gd < 0) | ~has_hist
         if bool(bad.any()):
-            # Steepest descent for heads without (usable) curvature memory; first step scaled.
-            gnorm2 = g.norm(dim=1).clamp(min=1e-300)
-            sd_dir = -g / torch.where(has_hist, torch.ones_like(gnorm2), gnorm2)[:, None]
-            direction = torch.where(bad[:, None], sd_dir, direction)
+            # Heads without (usable) curvature memory: preconditioned steepest descent with a
+            # unit step and gamma = 1 (a majorisation step under the bound), or a gradient step
+            # scaled to unit length on the first iteration.
             reset = bad & has_hist
             if bool(reset.any()):
                 rho[:, reset] = 0.0
                 gamma[reset] = 1.0
+            if pre is not None:
+                # Heads without history already got -P^{-1} g from the recursion above.
+                sd_dir = -pre.apply(g, gamma) if bool(reset.any()) else direction
+            else:
+                gnorm2 = g.norm(dim=1).clamp(min=1e-300)
+                sd_dir = -g / torch.where(has_hist, torch.ones_like(gnorm2), gnorm2)[:, None]
+            direction = torch.where(bad[:, None], sd_dir, direction)
             gd = (g * direction).sum(dim=1)
         # Per-head backtracking Armijo line search, all heads evaluated together.
         step = torch.where(active, torch.ones_like(f), torch.zeros_like(f))
@@ -424,7 +562,19 @@ def _lbfgs(
         s_hist[pos] = s
         y_hist[pos] = yv
         rho[pos] = torch.where(good, 1.0 / sy.clamp(min=1e-300), torch.zeros_like(sy))
-        gamma = torch.where(good, sy / yy.clamp(min=1e-300), gamma)
+        if pre is not None:
+            # Curvature of the data term relative to the bound, fitted to the newest pair:
+            # with y_data = y - l2*s_V ~ gamma * B s, the (Barzilai-Borwein-2 type) estimate
+            # gamma = y_data^T B^+ y_data / s^T y_data. The bound gives gamma <= 1.
+            dc = prob.d * prob.c
+            y_data = yv.clone()
+            y_data[:, :dc].add_(s[:, :dc], alpha=-prob.l2)
+            data_sy = (s * y_data).sum(dim=1)
+            ratio = pre.inverse_bound_curvature(y_data) / data_sy.clamp(min=1e-300)
+            upd = good & (data_sy > 0) & torch.isfinite(ratio) & (ratio > 0)
+            gamma = torch.where(upd, ratio.clamp(min=1e-8, max=2.0), gamma)
+        else:
+            gamma = torch.where(good, sy / yy.clamp(min=1e-300), gamma)
         has_hist = has_hist | good
         pos = (pos + 1) % m
         theta, f, g = new_theta, new_f, new_g
