@@ -617,7 +617,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except MiascaleError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
