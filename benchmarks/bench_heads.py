@@ -147,6 +147,7 @@ def main() -> None:
     n_sk = k if args.sklearn_models <= 0 else min(args.sklearn_models, k)
     x64 = x.astype(np.float64)
     max_dp = 0.0
+    logp_sk = np.zeros((n_sk, n, n_classes))
     t0 = time.perf_counter()
     for i in range(n_sk):
         xi, yi = x64[mask[i]], y[mask[i]]
@@ -154,6 +155,7 @@ def main() -> None:
         clf = LogisticRegression(C=1.0 / (args.l2 * len(yi)), tol=args.tol, max_iter=10_000)
         clf.fit((xi - mu) / sd, yi)
         p_sk = clf.predict_proba((x64 - mu) / sd)
+        logp_sk[i] = clf.predict_log_proba((x64 - mu) / sd)
         max_dp = max(max_dp, float(np.abs(p_sk - p_ours[i]).max()))
     t_sk = (time.perf_counter() - t0) * k / n_sk
 
@@ -182,6 +184,23 @@ def main() -> None:
     print(f"| torch fp64 matmul rate | {peak64:.1f} GFLOP/s |")
     print(f"| trainer / fp32 rate | {100 * gflops / peak32:.0f}% |")
     print(f"| trainer / fp64 rate | {100 * gflops / peak64:.0f}% |")
+    if n_sk == k:  # the attack on both sets of models: TPR@FPR must agree within the CIs
+        from miascale.attacks.lira import lira_scores
+        from miascale.metrics import tpr_at_fpr
+        from miascale.signals import lira_statistic
+
+        print()
+        print("| models | FPR | TPR [95% CI] (LiRA online, per-example variance) |")
+        print("|---|---|---|")
+        for name, logits in (
+            ("miascale batched", head_logits(trained, x)),
+            ("sklearn loop", logp_sk),
+        ):
+            scores = lira_scores(lira_statistic(logits, y), mask).scores
+            for m in tpr_at_fpr(scores, mask, (0.1, 0.01, 0.001)):
+                print(
+                    f"| {name} | {m.fpr_level:g} | {m.tpr:.4f} [{m.ci_low:.4f}, {m.ci_high:.4f}] |"
+                )
 
 
 if __name__ == "__main__":

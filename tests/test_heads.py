@@ -229,3 +229,17 @@ def test_feature_constant_on_a_subset_gets_no_weight(pool) -> None:
     w, b = train_head_single(x[mask[0]], y[mask[0]], C, HeadConfig(l2=1e-2, tol=1e-9))
     p = _softmax(head_logits(h, x)[0])
     assert np.abs(p - _softmax(x @ w + b)).max() < 1e-3
+
+
+def test_fallback_to_plain_lbfgs_reaches_same_optimum(pool, exact_heads, monkeypatch) -> None:
+    # unconverged heads leave the preconditioned phase early and finish with plain L-BFGS
+    import miascale.training.heads as heads_mod
+
+    monkeypatch.setattr(heads_mod, "PRECONDITIONED_ITERATIONS", 3)
+    x, y, mask = pool
+    seen: list[int] = []
+    mixed = train_heads(x, y, mask, C, EXACT, progress=lambda it, g: seen.append(it))
+    assert mixed.converged.all() and mixed.n_iter > 3
+    assert seen == list(range(1, mixed.n_iter + 1))  # iterations numbered across both phases
+    assert _rel(mixed.weights, exact_heads.weights) < 1e-4
+    assert _rel(mixed.bias, exact_heads.bias) < 1e-4
