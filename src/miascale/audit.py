@@ -17,6 +17,7 @@ import numpy as np
 
 from miascale import __version__
 from miascale.attacks import get_attack
+from miascale.backbones.cache import check_finite
 from miascale.errors import MiascaleError
 from miascale.membership import MembershipPlan, make_plan
 from miascale.metrics import TprAtFpr, auc, best_balanced_accuracy, tpr_at_fpr
@@ -176,14 +177,6 @@ class AttackOutcome:
     n_fallback_variance: int
 
 
-def _check_features(x: np.ndarray, what: str) -> None:
-    if not np.isfinite(x).all():
-        raise MiascaleError(
-            f"The {what} features contain {int((~np.isfinite(x)).sum())} NaN/inf values; "
-            "they never reach the trainer. Re-extract the features or clean the input."
-        )
-
-
 def train_and_signal(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -201,8 +194,8 @@ def train_and_signal(
         raise MiascaleError(
             f"--classes {config.classes} is larger than the {n_all} classes of the dataset."
         )
-    _check_features(x_train, "training")
-    _check_features(x_test, "test")
+    check_finite(x_train, "training features")
+    check_finite(x_test, "test features")
     timings: dict[str, float] = {}
     tick = time.perf_counter()
     pool_seed, plan_seed = _seeds(config.seed)

@@ -50,6 +50,14 @@ MinPerClassOpt = Annotated[
     typer.Option("--min-per-class", help="Keep only classes with at least this many examples."),
 ]
 
+ShadowOpt = Annotated[
+    int, typer.Option("--shadow-models", "-m", help="Shadow models M (K = M + 1 models).")
+]
+MembershipOpt = Annotated[str, typer.Option("--membership", help="balanced | bernoulli")]
+FprOpt = Annotated[str, typer.Option("--fpr", help="FPR levels, comma-separated.")]
+L2Opt = Annotated[float, typer.Option("--l2", help="L2 strength of the heads.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")]
+
 
 def _emit_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
@@ -147,9 +155,7 @@ def features(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Inputs per batch.")
     ] = None,
-    device: Annotated[
-        str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")
-    ] = "cpu",
+    device: DeviceOpt = "cpu",
     out_dir: OutOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -247,9 +253,7 @@ def audit(
     classes: Annotated[
         int | None, typer.Option("--classes", "-c", help="Use a seeded random subset of C classes.")
     ] = None,
-    shadow_models: Annotated[
-        int, typer.Option("--shadow-models", "-m", help="Shadow models M (K = M + 1 models).")
-    ] = 64,
+    shadow_models: ShadowOpt = 64,
     attack: Annotated[str, typer.Option("--attack", help="Attack: lira.")] = "lira",
     lira_variant: Annotated[
         str, typer.Option("--lira-variant", help="online | offline")
@@ -258,18 +262,12 @@ def audit(
         str, typer.Option("--variance", help="per-example | global")
     ] = "per-example",
     location: Annotated[str, typer.Option("--location", help="mean | median")] = "mean",
-    membership: Annotated[
-        str, typer.Option("--membership", help="balanced | bernoulli")
-    ] = "balanced",
-    fpr: Annotated[
-        str, typer.Option("--fpr", help="FPR levels, comma-separated.")
-    ] = "0.1,0.01,0.001",
+    membership: MembershipOpt = "balanced",
+    fpr: FprOpt = "0.1,0.01,0.001",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the pool and membership draws.")] = 0,
-    l2: Annotated[float, typer.Option("--l2", help="L2 strength of the heads.")] = 1e-3,
+    l2: L2Opt = 1e-3,
     optimizer: Annotated[str, typer.Option("--optimizer", help="lbfgs | adam")] = "lbfgs",
-    device: Annotated[
-        str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")
-    ] = "cpu",
+    device: DeviceOpt = "cpu",
     out_dir: OutOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -385,19 +383,13 @@ def sweep(
             "--attacks", help="Comma-separated attack variants: lira-online, lira-offline."
         ),
     ] = "lira-online",
-    shadow_models: Annotated[
-        int, typer.Option("--shadow-models", "-m", help="M (K = M + 1).")
-    ] = 64,
-    fpr: Annotated[
-        str, typer.Option("--fpr", help="FPR levels, comma-separated.")
-    ] = "0.1,0.01,0.001",
+    shadow_models: ShadowOpt = 64,
+    fpr: FprOpt = "0.1,0.01,0.001",
     resolution: ResolutionOpt = None,
     min_per_class: MinPerClassOpt = None,
-    membership: Annotated[
-        str, typer.Option("--membership", help="balanced | bernoulli")
-    ] = "balanced",
-    l2: Annotated[float, typer.Option("--l2", help="L2 strength of the heads.")] = 1e-3,
-    device: Annotated[str, typer.Option("--device", help="torch device.")] = "cpu",
+    membership: MembershipOpt = "balanced",
+    l2: L2Opt = 1e-3,
+    device: DeviceOpt = "cpu",
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory (resumable).")] = Path(
         "runs/sweep"
     ),
