@@ -48,11 +48,11 @@ def test_sweep_fit_predict_plan(tmp_path, features):
     levels = {(lv["attack"], lv["variant"], lv["fpr_level"]): lv for lv in fit["levels"]}
     assert len(levels) == 4
     lv = levels[("lira", "online", 0.1)]
-    if lv["status"] == "ok":
-        pred = json.loads(invoke("predict", "--shots", 16, "--fpr", 0.1,
-                                 "--coefficients", run / "fit.json", "--json").stdout)  # fmt: skip
-        y = lv["beta_0"] + lv["beta_s"] * np.log10(16)
-        assert pred["log10_advantage"] == pytest.approx(y)
+    assert lv["status"] == "ok", lv
+    pred = json.loads(invoke("predict", "--shots", 16, "--fpr", 0.1,
+                             "--coefficients", run / "fit.json", "--json").stdout)  # fmt: skip
+    y = lv["beta_0"] + lv["beta_s"] * np.log10(16)
+    assert pred["log10_advantage"] == pytest.approx(y)
     # explicit coefficients: plan is consistent with predict
     p = json.loads(invoke("plan", "--fpr", 0.001, "--epsilon", 1, "--beta-s", -0.5,
                           "--beta-0", -0.5, "--json").stdout)  # fmt: skip
