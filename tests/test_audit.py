@@ -113,3 +113,31 @@ def test_cli_audit_json(tmp_path, data):
     bad = CliRunner().invoke(app, ["audit", "--dataset", f"npz:{p}", "--backbone", "identity",
                                    "--shots", "4", "--fpr", "0.1,abc"])  # fmt: skip
     assert isinstance(bad.exception, MiascaleError)
+
+
+def test_cli_audit_per_example(tmp_path, data):
+    xtr, ytr, xte, yte = data
+    p = tmp_path / "f.npz"
+    np.savez(p, features=xtr, labels=ytr, features_test=xte, labels_test=yte)
+    r = CliRunner().invoke(app, ["audit", "--dataset", f"npz:{p}", "--backbone", "identity",
+                                 "--shots", "4", "--shadow-models", "9", "--fpr", "0.1,0.01",
+                                 "--per-example", "--json", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    levels = doc["per_example"]["levels"]
+    assert [lv["fpr_level"] for lv in levels] == [0.1, 0.01]
+    assert levels[0]["cross_fit"]["n_models_a"] == 5  # K = 10 split in halves
+    with (
+        np.load(tmp_path / "o" / "signals.npz") as s,
+        np.load(tmp_path / "o" / "per_example.npz") as z,
+    ):
+        assert z["tpr"].shape == (2, 24) and len(z["dataset_index"]) == doc["pool"]["size"]
+        # per-example means agree with the raw statistics
+        stats, mask = s["stats"], s["in_mask"]
+        np.testing.assert_allclose(z["mu_in"], (stats * mask).sum(0) / mask.sum(0))
+        np.testing.assert_allclose(z["mu_out"], (stats * ~mask).sum(0) / (~mask).sum(0))
+        top = levels[0]["summary"]["top_indices"][0]
+        assert np.nanmax(z["tpr"][0]) == pytest.approx(z["tpr"][0][top])
+    assert (
+        json.loads((tmp_path / "o" / "audit.json").read_text())["per_example"] == doc["per_example"]
+    )

@@ -349,3 +349,32 @@ def test_to_dict_from_dict_round_trip():
         ScalingFit.from_dict({**fit.to_dict(), "schema_version": 99})
     with pytest.raises(MiascaleError, match="missing"):
         ScalingFit.from_dict({"schema_version": 1, "settings": {}})
+
+
+def test_tail_rows_fit_recovers_quantile_laws():
+    """Quantile (tail) fits on synthetic rows: each quantile has its own known slope."""
+    from miascale.scaling import tail_rows
+
+    rng = np.random.default_rng(7)
+    truth = {"q0.5": (-0.5, -0.6), "q0.99": (-0.2, -0.2), "max": (-0.1, -0.1)}
+    rows = []
+    for s in (2, 4, 8, 16, 32, 64, 128):
+        for seed in range(3):
+            for variant in ("online", "offline"):  # duplicated per variant: used once
+                row = {"dataset": "d", "backbone": "b", "classes": 10, "shots": s, "seed": seed,
+                       "attack": "lira", "variant": variant, "fpr_level": 0.01, "tpr": 0.5,
+                       "advantage": 0.49, "ci_low": 0.4, "ci_high": 0.6, "resolvable": False,
+                       "cell_id": f"{s}-{seed}"}  # fmt: skip
+                for name, (b_s, b_0) in truth.items():
+                    value = 10 ** (b_0 + b_s * np.log10(s) + rng.normal(scale=0.02))
+                    row[f"tail_naive_{name}"] = value
+                    row[f"tail_cross_{name}"] = value * 0.8
+                rows.append(row)
+    tails = tail_rows(rows)
+    assert len(tails) == 7 * 3 * 2 * 3  # cells × (naive, cross) × quantiles
+    fit = fit_power_law(tails)
+    for name, (b_s, b_0) in truth.items():
+        for est, shift in (("naive", 0.0), ("cross", np.log10(0.8))):
+            lv = fit.level(f"tail-{est}", name, 0.01)
+            assert lv.status == "ok" and lv.ci_s[0] <= b_s <= lv.ci_s[1], (name, est, lv.beta_s)
+            assert lv.beta_0 == pytest.approx(b_0 + shift, abs=0.05)

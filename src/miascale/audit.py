@@ -303,12 +303,18 @@ def save_signals(path: Path, **arrays: np.ndarray) -> None:
             np.savez_compressed(fh, schema_version=np.int64(SCHEMA_VERSION), **arrays)
 
 
-def write_audit(result: AuditResult, out_dir: Path, provenance: dict) -> dict:
-    """Write ``audit.json`` and ``signals.npz`` (schema: docs/audit.md) atomically; return the JSON."""
+def write_audit(
+    result: AuditResult, out_dir: Path, provenance: dict, extra: dict | None = None
+) -> dict:
+    """Write ``audit.json`` and ``signals.npz`` (schema: docs/audit.md) atomically; return the JSON.
+
+    ``extra`` entries (e.g. ``per_example``) are added to ``audit.json``.
+    """
     import torch
 
     out_dir = Path(out_dir)
     doc = {
+        **(extra or {}),
         **result.summary(),
         "provenance": provenance,
         "versions": {

@@ -211,7 +211,7 @@ def demo(
     )  # fmt: skip
     summary, store = run_sweep_command(spec, out_dir)
     store.close()
-    fitted = fit_run(out_dir)
+    fitted, tail = fit_run(out_dir)
     level = fitted.level("lira", "online", 0.001)
     try:
         p = _plan(level, 0.001, len(fs.class_names), epsilon=1.0)
@@ -228,6 +228,8 @@ def demo(
                     "probe": probe.to_dict(), "report": str(path)})  # fmt: skip
         return
     out.print(_fit_table(fitted))
+    if tail is not None:
+        out.print(_tail_table(tail))
     out.print(plan_text)
     out.print(f"sweep: {summary.ran} cells run, {summary.skipped} reused, {summary.seconds:.0f} s")
     out.print(f"report: {path}")
@@ -267,6 +269,14 @@ def audit(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the pool and membership draws.")] = 0,
     l2: L2Opt = 1e-3,
     optimizer: Annotated[str, typer.Option("--optimizer", help="lbfgs | adam")] = "lbfgs",
+    per_example_: Annotated[
+        bool,
+        typer.Option(
+            "--per-example",
+            help="Per-example vulnerability: table in per_example.npz, tail summary (naive and "
+            "cross-fitted) in audit.json.",
+        ),
+    ] = False,
     device: DeviceOpt = "cpu",
     out_dir: OutOpt = None,
     json_: JsonOpt = False,
@@ -296,8 +306,14 @@ def audit(
     provenance = {"dataset": fs.dataset, "dataset_fingerprint": fs.dataset_fingerprint,
                   "backbone": fs.backbone.config(), "feature_cache_key": fs.key}  # fmt: skip
     doc = {**result.summary(), "provenance": provenance}
+    pe_doc = None
+    if per_example_:
+        from miascale.vulnerability import per_example_report
+
+        pe_doc = per_example_report(result, out_dir)
+        doc["per_example"] = pe_doc
     if out_dir is not None:
-        doc = write_audit(result, Path(out_dir), provenance)
+        doc = write_audit(result, Path(out_dir), provenance, extra=doc)
     if json_:
         _emit_json(doc)
         return
@@ -318,8 +334,28 @@ def audit(
         f"{result.converged}/{config.n_models} heads converged · "
         f"{result.n_unscored} unscored pairs · {sum(result.seconds.values()):.1f} s"
     )
+    if pe_doc is not None:
+        pt = Table(title="per-example advantage tpr_n − FPR: distribution and top end")
+        for col in ("FPR", "median", "q0.99", "max", "top 1% naive", "top 1% cross-fitted",
+                    "max cross-fitted"):  # fmt: skip
+            pt.add_column(col, justify="right")
+        for lvl in pe_doc["levels"]:
+            summ, cf = lvl["summary"], lvl["cross_fit"]
+            qs = dict(zip(summ["quantiles"], summ["values"], strict=True))
+            i99 = cf["quantiles"].index(0.99) if cf else None
+
+            def f(v):
+                return "–" if v is None else f"{v:.4f}"
+
+            pt.add_row(
+                f"{lvl['fpr_level']:g}", f(qs.get(0.5)), f(qs.get(0.99)), f(summ["max"]),
+                f(cf["naive"][i99]) if cf else "–", f(cf["cross_fitted"][i99]) if cf else "–",
+                f(cf["cross_fitted_max"]) if cf else "–",
+            )  # fmt: skip
+        out.print(pt)
     if out_dir is not None:
-        out.print(f"wrote {Path(out_dir) / 'audit.json'} and signals.npz")
+        extra = " and per_example.npz" if per_example_ else ""
+        out.print(f"wrote {Path(out_dir) / 'audit.json'}, signals.npz{extra}")
 
 
 def _csv(text: str | None, cast, flag: str) -> tuple | None:
@@ -425,7 +461,7 @@ def sweep(
 def fit_run(run_dir: Path, keep_unresolvable=False, keep_saturated=False):
     """Fit the power law to a run directory's rows and write fit.json; returns the ScalingFit."""
     from miascale.experiments.store import ResultStore
-    from miascale.scaling import fit_power_law
+    from miascale.scaling import fit_power_law, tail_rows
 
     if not (Path(run_dir) / "results.sqlite").is_file():
         raise MiascaleError(
@@ -441,8 +477,18 @@ def fit_run(run_dir: Path, keep_unresolvable=False, keep_saturated=False):
     fit = fit_power_law(
         rows, exclude_unresolvable=not keep_unresolvable, exclude_saturated=not keep_saturated
     )
-    _write_json(Path(run_dir) / "fit.json", fit.to_dict())
-    return fit
+    doc = fit.to_dict()
+    tails = tail_rows(rows)
+    tail_fit = None
+    if (
+        tails
+    ):  # the per-example tail: a law per quantile and for the maximum, naive and cross-fitted
+        tail_fit = fit_power_law(
+            tails, exclude_unresolvable=not keep_unresolvable, exclude_saturated=not keep_saturated
+        )
+        doc["tail"] = tail_fit.to_dict()
+    _write_json(Path(run_dir) / "fit.json", doc)
+    return fit, tail_fit
 
 
 def _fit_table(fit) -> Table:
@@ -473,6 +519,28 @@ def _fit_table(fit) -> Table:
     return t
 
 
+def _tail_table(tail) -> Table:
+    """β_S of the per-example tail: naive and cross-fitted side by side, per quantile and level."""
+    t = Table(title="per-example tail: β_S of the mean advantage of the top examples")
+    for col in ("FPR", "top set", "β_S naive [95% CI]", "β_S cross-fitted [95% CI]"):
+        t.add_column(col, justify="right")
+    by = {(lv.attack, lv.variant, lv.fpr_level): lv for lv in tail.levels}
+
+    def cell(lv) -> str:
+        if lv is None or lv.status != "ok":
+            return "–" if lv is None else lv.status
+        return f"{lv.beta_s:.3f} [{lv.ci_s[0]:.3f}, {lv.ci_s[1]:.3f}]"
+
+    keys = sorted({(lv.fpr_level, lv.variant) for lv in tail.levels}, key=lambda k: (-k[0], k[1]))
+    for fpr, variant in keys:
+        label = "max" if variant == "max" else f"≥ {variant[1:]} quantile"
+        t.add_row(
+            f"{fpr:g}", label, cell(by.get(("tail-naive", variant, fpr))),
+            cell(by.get(("tail-cross", variant, fpr))),
+        )  # fmt: skip
+    return t
+
+
 @app.command()
 def fit(
     run_dir: Annotated[Path, typer.Argument(help="A sweep's run directory.")],
@@ -486,11 +554,13 @@ def fit(
     json_: JsonOpt = False,
 ) -> None:
     """Fit log10(TPR − FPR) = β_S·log10 S + β_C·log10 C + β_0 per FPR level; writes fit.json."""
-    result = fit_run(run_dir, keep_unresolvable, keep_saturated)
+    result, tail = fit_run(run_dir, keep_unresolvable, keep_saturated)
     if json_:
-        _emit_json(result.to_dict())
+        _emit_json(json.loads((Path(run_dir) / "fit.json").read_text()))
         return
     out.print(_fit_table(result))
+    if tail is not None:
+        out.print(_tail_table(tail))
     for lv in result.levels:
         for e in lv.excluded:
             err.print(f"excluded ({lv.attack}-{lv.variant}, FPR {lv.fpr_level:g}): {e.to_dict()}")

@@ -52,6 +52,7 @@ returning JSON-ready plain Python types (non-finite numbers become ``None``).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -986,3 +987,44 @@ def plan(
         coefficients=c,
         predicted=_prediction(c, float(s), cls, c_term),
     )
+
+
+_TAIL_KEY = re.compile(r"^tail_(naive|cross)_(q[0-9.e-]+|max)$")
+
+
+def tail_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """Rows for fitting the per-example tail: one per (cell, FPR level, estimator, quantile).
+
+    Sweep rows carry the tail of the per-example advantage as ``tail_{naive|cross}_{qX|max}``
+    fields (see :func:`miascale.vulnerability.tail_fields`; the tail does not depend on the attack
+    variant, so only the first variant's row of each cell and level is used). Each becomes a row
+    with ``attack = "tail-naive"`` or ``"tail-cross"``, ``variant = "q0.99"`` (etc.) or ``"max"``,
+    ``advantage`` the tail value and ``tpr = fpr + advantage``; the confidence interval is the
+    point itself (a per-example value has no Clopper–Pearson interval), so only a tail that
+    reaches TPR 1 counts as saturated, and every tail value counts as resolvable (the per-example
+    TPR of the Gaussian test is defined at any FPR). Fit them with :func:`fit_power_law`.
+    """
+    out: list[dict] = []
+    seen: set[tuple] = set()
+    for r in rows:
+        key = (r.get("cell_id"), r["dataset"], r["backbone"], r["classes"], r["shots"], r["seed"],
+               float(r["fpr_level"]))  # fmt: skip
+        if key in seen:
+            continue
+        seen.add(key)
+        for name, value in r.items():
+            m = _TAIL_KEY.match(name)
+            if m is None or value is None:
+                continue
+            tpr = min(1.0, float(r["fpr_level"]) + float(value))
+            out.append(
+                {
+                    "dataset": r["dataset"], "backbone": r["backbone"], "classes": r["classes"],
+                    "shots": r["shots"], "seed": r["seed"], "fpr_level": float(r["fpr_level"]),
+                    "attack": f"tail-{m.group(1)}", "variant": m.group(2),
+                    "tpr": tpr, "advantage": float(value), "ci_low": tpr, "ci_high": tpr,
+                    "resolvable": True,  # a Gaussian per-example TPR needs no negatives budget
+                    "n_neg": r.get("n_neg"), "test_accuracy": r.get("test_accuracy"),
+                }
+            )  # fmt: skip
+    return out

@@ -19,6 +19,7 @@ from miascale.data import load_dataset
 from miascale.errors import MiascaleError
 from miascale.experiments.grid import Cell, default_shots
 from miascale.training.heads import HeadConfig
+from miascale.vulnerability import cross_fitted_tail, tail_fields
 
 # variant name → keyword arguments of run_attack
 VARIANTS: dict[str, dict] = {
@@ -79,6 +80,13 @@ def make_run_cell(
         )
         rows: list[dict] = []
         arrays: dict[str, np.ndarray] = {}
+        # per-example tail (model-agnostic of the attack variant): naive and cross-fitted
+        tails = {
+            float(lvl): tail_fields(cross_fitted_tail(t.stats, t.plan.in_mask, lvl, seed=cell.seed))
+            if config.n_models >= 8
+            else {}
+            for lvl in cell.fpr
+        }
         for variant in cell.variants:
             out = run_attack(t.stats, t.plan.in_mask, cell.fpr, **VARIANTS[variant])
             arrays[f"scores__{variant}"] = out.scores
@@ -95,6 +103,7 @@ def make_run_cell(
                         "test_accuracy": float(t.test_accuracy.mean()),
                         "n_classes": t.pool.n_classes, "unscored_pairs": out.n_unscored,
                         "converged": t.converged, "n_models": config.n_models,
+                        **tails[float(m.fpr_level)],
                     }
                 )  # fmt: skip
         rel = Path("cells") / cell.cell_id
