@@ -392,6 +392,44 @@ def _section_advantage(run: RunData) -> str:
     return "\n".join(out)
 
 
+TAIL_SHOWN = ("q0.99", "max")
+
+
+def _section_tail(run: RunData) -> str:
+    """The per-example tail (top 1% and the maximum, naive and cross-fitted) against S."""
+    from miascale.scaling import tail_rows
+
+    rows = [{**r, "classes": _numeric_classes(r) or 1} for r in run.rows]
+    trows = [r for r in tail_rows(rows) if r["variant"] in TAIL_SHOWN]
+    if not trows:
+        return ""
+    tail_fit, source = None, "fitted by the report"
+    fit_path = run.run_dir / FIT_NAME
+    try:
+        data = json.loads(fit_path.read_text(encoding="utf-8")) if fit_path.is_file() else {}
+        if "tail" in data:
+            tail_fit, source = ScalingFit.from_dict(data["tail"]), f"read from {FIT_NAME}"
+        else:
+            tail_fit = fit_power_law(trows)
+    except (OSError, ValueError, MiascaleError) as e:
+        source = f"no fit: {e}"
+    sub = RunData(run.run_dir, run.meta, run.spec, trows, [], tail_fit, source)
+    body = _section_advantage(sub).replace(
+        '<h2 id="advantage">Attack advantage vs shots</h2>',
+        '<h2 id="tail">Most vulnerable examples vs shots</h2>'
+        + '<p class="caption">'
+        + _e(
+            "Per-example advantage tpr_n − FPR of the one-sided Gaussian test on each example's "
+            "IN/OUT statistics (see docs/vulnerability.md). tail-naive: mean advantage of the "
+            "top 1% of examples (q0.99) or the single top example (max), selected and measured "
+            "on all models (biased upward); tail-cross: selected on one half of the models and "
+            f"measured on the other (cross-fitted). Fit {source}."
+        )
+        + "</p>",
+    )
+    return body
+
+
 def _resolve_artifacts(run_dir: Path, artifacts: str | None) -> Path | None:
     if not artifacts:
         return None
@@ -729,6 +767,7 @@ def render_report(run: RunData) -> str:
     sections = [
         _section_summary(run),
         _section_advantage(run),
+        _section_tail(run),
         _section_roc(run),
         _section_fit(run),
         _section_accuracy(run),
