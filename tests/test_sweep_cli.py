@@ -59,6 +59,7 @@ def test_sweep_fit_predict_plan(tmp_path, features):
     invoke("report", run)
     page = (run / "report.html").read_text()
     assert "Most vulnerable examples" in page and page.count("data:image/png;base64,") >= 5
+    assert "Feature-only data: no images or texts to show." in page  # npz features: no thumbnails
     # explicit coefficients: plan is consistent with predict
     p = json.loads(invoke("plan", "--fpr", 0.001, "--epsilon", 1, "--beta-s", -0.5,
                           "--beta-0", -0.5, "--json").stdout)  # fmt: skip

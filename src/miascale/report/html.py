@@ -430,6 +430,57 @@ def _section_tail(run: RunData) -> str:
     return body
 
 
+THUMBNAILS = 16
+
+
+def _section_most_vulnerable(run: RunData) -> str:
+    """Thumbnails (or texts) of the most vulnerable examples at the largest S with artifacts."""
+    from miascale.data import load_dataset
+    from miascale.vulnerability import per_example
+
+    out = ['<h2 id="most-vulnerable">The most vulnerable examples</h2>']
+    done = [c for c in run.cells if c.get("status") == "done" and c.get("artifacts")]
+    if not done:
+        return "\n".join([*out, _note("No cell artifacts (signals.npz) to read.")])
+    cell = max(done, key=lambda c: (c["config"]["shots"], -c["config"]["seed"]))
+    cfg = cell["config"]
+    fpr = min(cfg["fpr"])
+    folder = _resolve_artifacts(run.run_dir, cell["artifacts"])
+    try:
+        with np.load(folder / "signals.npz", allow_pickle=False) as z:  # type: ignore[operator]
+            stats, mask, pool_idx = z["stats"], z["in_mask"].astype(bool), z["pool_indices"]
+        ds = load_dataset(cfg["dataset"], cfg.get("min_per_class"))
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile, MiascaleError) as e:
+        return "\n".join([*out, _note(f"Cannot show the most vulnerable examples: {e}")])
+    adv = per_example(stats, mask, [fpr]).advantage[0]
+    order = [i for i in np.argsort(-np.nan_to_num(adv, nan=-np.inf)) if np.isfinite(adv[i])]
+    top = order[:THUMBNAILS]
+    what = (
+        f"{cfg['dataset']} / {cfg['backbone']}, S = {cfg['shots']}, seed {cfg['seed']}: the "
+        f"{len(top)} pool examples with the largest per-example advantage at FPR {fpr:g} "
+        "(Gaussian test on each example's IN/OUT statistics; naive, all models)."
+    )
+    out.append(f'<p class="caption">{_e(what)}</p>')
+    labels = [ds.class_names[ds.y_train[pool_idx[i]]] for i in top]
+    if ds.modality == "image":
+        images = [np.asarray(ds.x_train[pool_idx[i]]) for i in top]
+        caps = [f"{lab}\nadv {adv[i]:.3f}" for lab, i in zip(labels, top, strict=True)]
+        short = f"most vulnerable at S = {cfg['shots']}, FPR {fpr:g}"
+        out.append(_figure(plots.thumbnail_grid(short, images, caps), "most vulnerable images"))
+    elif ds.modality == "text":
+        body = "".join(
+            f"<tr><td>{_e(f'{adv[i]:.3f}')}</td><td>{_e(lab)}</td>"
+            f"<td>{_e(ds.x_train[pool_idx[i]])}</td></tr>"
+            for lab, i in zip(labels, top, strict=True)
+        )
+        out.append(
+            "<table><tr><th>advantage</th><th>class</th><th>text</th></tr>" + body + "</table>"
+        )
+    else:
+        out.append(_note("Feature-only data: no images or texts to show."))
+    return "\n".join(out)
+
+
 def _resolve_artifacts(run_dir: Path, artifacts: str | None) -> Path | None:
     if not artifacts:
         return None
@@ -768,6 +819,7 @@ def render_report(run: RunData) -> str:
         _section_summary(run),
         _section_advantage(run),
         _section_tail(run),
+        _section_most_vulnerable(run),
         _section_roc(run),
         _section_fit(run),
         _section_accuracy(run),

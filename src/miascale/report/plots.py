@@ -245,3 +245,19 @@ def accuracy_plot(title: str, series: Sequence[AccuracySeries]) -> bytes:
     if series:
         ax.legend(fontsize=8, loc="best")
     return figure_png(fig)
+
+
+def thumbnail_grid(title: str, images: Sequence[np.ndarray], captions: Sequence[str]) -> bytes:
+    """A grid of small images (grayscale or RGB uint8) with a caption under each."""
+    n = len(images)
+    cols = min(8, max(1, n))
+    rows = (n + cols - 1) // cols
+    fig = _new_figure((1.3 * cols, 1.5 * rows + 0.4))
+    for i, (img, cap) in enumerate(zip(images, captions, strict=True)):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        a = np.asarray(img)
+        ax.imshow(a, cmap="gray" if a.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(cap, fontsize=6)
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=8)
+    return figure_png(fig)
