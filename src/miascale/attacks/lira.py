@@ -10,6 +10,7 @@ are obtained by removing the target's contribution from per-example totals.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import norm
@@ -144,21 +145,28 @@ def _validate(
             f"min_shadows must be an integer >= 2 (a std needs at least two values), got "
             f"{min_sh!r}."
         )
+    s, mask = check_signals(stats, in_mask)
+    if s.shape[0] < 3:
+        raise MiascaleError(
+            f"LiRA needs at least 3 models (each target needs shadows both IN and OUT), got "
+            f"{s.shape[0]}. Train more models; 16 or more is recommended."
+        )
+    return s, mask
+
+
+def check_signals(stats: Any, in_mask: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate (models, examples) statistics and membership mask; return float64 and bool."""
     s = np.asarray(stats)
     mask = np.asarray(in_mask)
-    if s.ndim != 2:
+    if s.ndim != 2 or s.shape[0] < 1 or s.shape[1] < 1:
         raise MiascaleError(
-            f"LiRA statistics must be a 2-D (models, examples) array, got shape {s.shape}."
+            f"LiRA statistics must be a non-empty 2-D (models, examples) array, got shape "
+            f"{s.shape}."
         )
     if mask.shape != s.shape:
         raise MiascaleError(
             f"in_mask shape {mask.shape} does not match statistics shape {s.shape}; both must be "
             "(models, examples) from the same membership plan."
-        )
-    if s.shape[0] < 3:
-        raise MiascaleError(
-            f"LiRA needs at least 3 models (each target needs shadows both IN and OUT), got "
-            f"{s.shape[0]}. Train more models; 16 or more is recommended."
         )
     if not np.issubdtype(s.dtype, np.number) or np.issubdtype(s.dtype, np.complexfloating):
         raise MiascaleError(f"LiRA statistics must be real numbers, got dtype {s.dtype}.")
