@@ -590,6 +590,7 @@ CoefOpt = Annotated[
 BetaS = Annotated[float | None, typer.Option("--beta-s", help="Slope in log10 S.")]
 Beta0 = Annotated[float | None, typer.Option("--beta-0", help="Intercept.")]
 BetaC = Annotated[float | None, typer.Option("--beta-c", help="Slope in log10 C.")]
+ClassCountOpt = Annotated[int | None, typer.Option("--classes", "-c", help="Number of classes C.")]
 AttackVar = Annotated[str, typer.Option("--attack", help="Attack variant in fit.json.")]
 
 
@@ -597,9 +598,7 @@ AttackVar = Annotated[str, typer.Option("--attack", help="Attack variant in fit.
 def predict(
     shots: Annotated[int, typer.Option("--shots", "-s", help="Examples per class S.")],
     fpr: Annotated[float, typer.Option("--fpr", help="FPR level.")],
-    classes: Annotated[
-        int | None, typer.Option("--classes", "-c", help="Number of classes C.")
-    ] = None,
+    classes: ClassCountOpt = None,
     coefficients: CoefOpt = None,
     beta_s: BetaS = None,
     beta_0: Beta0 = None,
@@ -625,9 +624,7 @@ def predict(
 @app.command()
 def plan(
     fpr: Annotated[float, typer.Option("--fpr", help="FPR level.")],
-    classes: Annotated[
-        int | None, typer.Option("--classes", "-c", help="Number of classes C.")
-    ] = None,
+    classes: ClassCountOpt = None,
     target_advantage: Annotated[
         float | None, typer.Option("--target-advantage", help="Largest acceptable TPR − FPR.")
     ] = None,

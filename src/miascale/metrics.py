@@ -291,7 +291,8 @@ class TprAtFpr:
         }
 
 
-def _fpr_levels(fpr_levels: float | Iterable[float]) -> np.ndarray:
+def check_fpr_levels(fpr_levels: float | Iterable[float]) -> np.ndarray:
+    """FPR levels as a float64 array; each must lie in the open interval (0, 1)."""
     try:
         t = np.asarray(fpr_levels, dtype=np.float64).ravel()
     except (TypeError, ValueError) as exc:
@@ -305,8 +306,8 @@ def _fpr_levels(fpr_levels: float | Iterable[float]) -> np.ndarray:
     return t
 
 
-def _fp_budget(t: np.ndarray, n_neg: int) -> np.ndarray:
-    """Largest integer number of false positives allowed at FPR level ``t``."""
+def fp_budget(t: np.ndarray, n_neg: Any) -> np.ndarray:
+    """Largest integer number of false positives allowed at FPR level ``t`` (broadcasts)."""
     x = t * n_neg
     return np.floor(x * (1.0 + _REL_SLACK) + _ABS_SLACK).astype(np.int64)
 
@@ -319,10 +320,10 @@ def tpr_at_fpr(
 ) -> tuple[TprAtFpr, ...]:
     """TPR at each FPR level in ``fpr_levels`` (one result per level, in the given order)."""
     c = _roc_counts(scores, labels)
-    levels = _fpr_levels(fpr_levels)
+    levels = check_fpr_levels(fpr_levels)
     if levels.size == 0:
         return ()
-    budget = _fp_budget(levels, c.n_neg)
+    budget = fp_budget(levels, c.n_neg)
     # fp is non-decreasing and fp[0] == 0, so the index is always >= 0; tp is non-decreasing, so
     # the last admissible vertex has the largest TPR.
     idx = np.searchsorted(c.fp, budget, side="right") - 1
