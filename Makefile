@@ -26,7 +26,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt $(TORCH) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt $(TORCH) -e '.[dev,ray]'
 	touch $(STAMP)
 
 # Debian data packages: install the missing ones when we can (root + apt-get); otherwise say how.
