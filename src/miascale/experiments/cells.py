@@ -65,59 +65,71 @@ class FeatureMemo:
         return shots
 
 
+def compute_cell(
+    cell: Cell, fs: FeatureSet, run_dir: Path, device: str = "cpu"
+) -> tuple[list[dict], str]:
+    """Run one cell on its features: train, attack, write ``cells/<id>/signals.npz``; return rows.
+
+    A module-level function of picklable arguments, so an execution backend can ship it to a worker.
+    """
+    config = AuditConfig(
+        shots=cell.shots, classes=cell.classes, shadow_models=cell.shadow_models,
+        membership=cell.membership, fpr=tuple(cell.fpr), seed=cell.seed,
+        head=HeadConfig(l2=cell.l2),
+    )  # fmt: skip
+    t = train_and_signal(
+        fs.x_train, fs.y_train, fs.x_test, fs.y_test, config, fs.class_names, device
+    )
+    rows: list[dict] = []
+    arrays: dict[str, np.ndarray] = {}
+    # per-example tail (model-agnostic of the attack variant): naive and cross-fitted
+    tails = {
+        float(lvl): tail_fields(cross_fitted_tail(t.stats, t.plan.in_mask, lvl, seed=cell.seed))
+        if config.n_models >= 8
+        else {}
+        for lvl in cell.fpr
+    }
+    for variant in cell.variants:
+        out = run_attack(t.stats, t.plan.in_mask, cell.fpr, **VARIANTS[variant])
+        arrays[f"scores__{variant}"] = out.scores
+        attack, _, sub = variant.partition("-")
+        for m in out.metrics:
+            rows.append(
+                {
+                    **m.to_dict(),
+                    "threshold": float(m.threshold) if np.isfinite(m.threshold) else None,
+                    "dataset": cell.dataset, "backbone": cell.backbone,
+                    "classes": cell.classes, "shots": cell.shots, "seed": cell.seed,
+                    "attack": attack, "variant": sub, "auc": out.auc,
+                    "best_balanced_accuracy": out.best_balanced_accuracy,
+                    "test_accuracy": float(t.test_accuracy.mean()),
+                    "n_classes": t.pool.n_classes, "unscored_pairs": out.n_unscored,
+                    "converged": t.converged, "n_models": config.n_models,
+                    **tails[float(m.fpr_level)],
+                }
+            )  # fmt: skip
+    rel = Path("cells") / cell.cell_id
+    save_signals(
+        run_dir / rel / "signals.npz",
+        stats=t.stats,
+        in_mask=t.plan.in_mask,
+        labels=t.pool.labels,
+        scores=arrays[f"scores__{cell.variants[0]}"],
+        pool_indices=t.pool.indices,
+        classes=t.pool.classes,
+        test_accuracy=t.test_accuracy,
+        **arrays,
+    )
+    return rows, str(rel)
+
+
 def make_run_cell(
     run_dir: Path, memo: FeatureMemo, device: str = "cpu"
 ) -> Callable[[Cell], tuple[list[dict], str | None]]:
+    """The local backend's cell runner: features from ``memo``, then :func:`compute_cell`."""
+
     def run_cell(cell: Cell) -> tuple[list[dict], str | None]:
         fs = memo.get(cell.dataset, cell.backbone, cell.resolution, cell.min_per_class)
-        config = AuditConfig(
-            shots=cell.shots, classes=cell.classes, shadow_models=cell.shadow_models,
-            membership=cell.membership, fpr=tuple(cell.fpr), seed=cell.seed,
-            head=HeadConfig(l2=cell.l2),
-        )  # fmt: skip
-        t = train_and_signal(
-            fs.x_train, fs.y_train, fs.x_test, fs.y_test, config, fs.class_names, device
-        )
-        rows: list[dict] = []
-        arrays: dict[str, np.ndarray] = {}
-        # per-example tail (model-agnostic of the attack variant): naive and cross-fitted
-        tails = {
-            float(lvl): tail_fields(cross_fitted_tail(t.stats, t.plan.in_mask, lvl, seed=cell.seed))
-            if config.n_models >= 8
-            else {}
-            for lvl in cell.fpr
-        }
-        for variant in cell.variants:
-            out = run_attack(t.stats, t.plan.in_mask, cell.fpr, **VARIANTS[variant])
-            arrays[f"scores__{variant}"] = out.scores
-            attack, _, sub = variant.partition("-")
-            for m in out.metrics:
-                rows.append(
-                    {
-                        **m.to_dict(),
-                        "threshold": float(m.threshold) if np.isfinite(m.threshold) else None,
-                        "dataset": cell.dataset, "backbone": cell.backbone,
-                        "classes": cell.classes, "shots": cell.shots, "seed": cell.seed,
-                        "attack": attack, "variant": sub, "auc": out.auc,
-                        "best_balanced_accuracy": out.best_balanced_accuracy,
-                        "test_accuracy": float(t.test_accuracy.mean()),
-                        "n_classes": t.pool.n_classes, "unscored_pairs": out.n_unscored,
-                        "converged": t.converged, "n_models": config.n_models,
-                        **tails[float(m.fpr_level)],
-                    }
-                )  # fmt: skip
-        rel = Path("cells") / cell.cell_id
-        save_signals(
-            run_dir / rel / "signals.npz",
-            stats=t.stats,
-            in_mask=t.plan.in_mask,
-            labels=t.pool.labels,
-            scores=arrays[f"scores__{cell.variants[0]}"],
-            pool_indices=t.pool.indices,
-            classes=t.pool.classes,
-            test_accuracy=t.test_accuracy,
-            **arrays,
-        )
-        return rows, str(rel)
+        return compute_cell(cell, fs, run_dir, device)
 
     return run_cell
