@@ -111,6 +111,13 @@ def test_cell_id_stable_and_sensitive_to_every_field():
         "membership": "bernoulli",
         "l2": 1e-2,
         "variants": ("lira-offline",),
+        "epsilon": 1.0,
+        "dp_delta": 1e-6,
+        "dp_clip": 2.0,
+        "dp_sampling_rate": 0.5,
+        "dp_steps": 10,
+        "finetune": "film",
+        "hpo": 5,
     }
     assert set(changed) == {f.name for f in dataclasses.fields(Cell)}
     ids = {cell.cell_id}
@@ -121,6 +128,25 @@ def test_cell_id_stable_and_sensitive_to_every_field():
 
 
 _PINNED_ID = "30af26dec3ef19c7"
+
+
+def test_epsilon_axis_expands_and_parses_inf():
+    spec = _spec(epsilons=(None, 1, 8.0))
+    assert spec.epsilons == (None, 1.0, 8.0)
+    cells = expand(spec)
+    assert len(cells) == 3 * len(expand(_spec()))
+    assert {c.epsilon for c in cells} == {None, 1.0, 8.0}
+    # non-DP cells of an ε sweep are the very cells of a plain sweep (same ids: reused on resume)
+    plain = {c.cell_id for c in expand(_spec())}
+    assert {c.cell_id for c in cells if c.epsilon is None} == plain
+    # the spec written by older versions (no new keys) still compares equal
+    assert "epsilons" not in _spec().to_dict() and "epsilons" in spec.to_dict()
+    toml = SweepSpec.from_dict({**_spec().to_dict(), "epsilons": ["inf", 2]})
+    assert toml.epsilons == (None, 2.0)
+    for bad in ({"epsilons": [0]}, {"epsilons": ["x"]}, {"dp_delta": 1.5}, {"finetune": "full"},
+                {"hpo": -1}):  # fmt: skip
+        with pytest.raises(MiascaleError):
+            SweepSpec.from_dict({**_spec().to_dict(), **bad})
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ and every machine; the result store uses it to resume an interrupted sweep.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import tomllib
@@ -22,10 +23,12 @@ from miascale.errors import MiascaleError
 
 MAX_DEFAULT_SHOTS = 256
 MEMBERSHIP_DESIGNS = ("balanced", "bernoulli")
+FINETUNE_MODES = ("head", "film")
 
 # TOML has no null: these strings stand for None in a spec file.
 _ALL_CLASSES = "all"
 _AUTO_SHOTS = "auto"
+_NO_DP = "inf"  # in epsilons: ordinary (non-DP) training
 
 
 def default_shots(max_feasible: int) -> tuple[int, ...]:
@@ -94,6 +97,14 @@ class SweepSpec:
     min_per_class: int | None = None
     membership: str = "balanced"
     l2: float = 1e-3
+    # privacy axis: None = ordinary (non-DP) training; a number = DP-SGD heads at that ε
+    epsilons: tuple[float | None, ...] = (None,)
+    dp_delta: float | None = None  # None = the default δ below 1/n (miascale.privacy.default_delta)
+    dp_clip: float | None = None  # None = DPConfig defaults for clip, sampling rate and steps
+    dp_sampling_rate: float | None = None
+    dp_steps: int | None = None
+    finetune: str = "head"  # head | film
+    hpo: int = 0  # Optuna trials per cell (0 = off)
 
     def __post_init__(self) -> None:
         def norm(name: str, fn=lambda v: v) -> None:
@@ -110,8 +121,12 @@ class SweepSpec:
         for name in ("datasets", "backbones", "shots", "classes", "seeds", "variants"):
             norm(name)
         norm("fpr", to_float)
-        if _is_num(self.l2):
-            object.__setattr__(self, "l2", float(self.l2))
+        norm(
+            "epsilons", lambda v: None if v is None or v == _NO_DP or v == math.inf else to_float(v)
+        )
+        for name in ("l2", "dp_delta", "dp_clip", "dp_sampling_rate"):
+            if _is_num(getattr(self, name)):
+                object.__setattr__(self, name, float(getattr(self, name)))
         self.validate()
 
     def validate(self) -> SweepSpec:
@@ -164,13 +179,42 @@ class SweepSpec:
                 f"l2 must be a finite number ≥ 0 (the weight-decay strength, default 1e-3), got "
                 f"{self.l2!r}."
             )
+        _check_list("epsilons", self.epsilons)
+        bad = [e for e in self.epsilons if e is not None and (not _is_num(e) or not e > 0)]
+        if bad:
+            raise MiascaleError(
+                f"Every epsilons value must be a number > 0 or 'inf' (no DP), got {bad!r}."
+            )
+        for name in ("dp_delta", "dp_sampling_rate"):
+            v = getattr(self, name)
+            if v is not None and (not _is_num(v) or not 0 < v < 1):
+                raise MiascaleError(f"{name} must lie strictly between 0 and 1, got {v!r}.")
+        if self.dp_clip is not None and (not _is_num(self.dp_clip) or not self.dp_clip > 0):
+            raise MiascaleError(f"dp_clip must be a number > 0, got {self.dp_clip!r}.")
+        if self.dp_steps is not None and (not _is_int(self.dp_steps) or self.dp_steps < 1):
+            raise MiascaleError(f"dp_steps must be an integer ≥ 1, got {self.dp_steps!r}.")
+        if self.finetune not in FINETUNE_MODES:
+            raise MiascaleError(
+                f"Unknown finetune mode {self.finetune!r}; choose one of "
+                f"{', '.join(FINETUNE_MODES)}."
+            )
+        if not _is_int(self.hpo) or self.hpo < 0:
+            raise MiascaleError(f"hpo must be a number of trials ≥ 0, got {self.hpo!r}.")
+        if self.finetune == "film" and any(e is not None for e in self.epsilons):
+            raise MiascaleError("DP training (epsilons) is available for heads only, not FiLM.")
         return self
 
     def to_dict(self) -> dict:
-        """Plain JSON-ready values (tuples as lists, ``None`` kept)."""
+        """Plain JSON-ready values (tuples as lists, ``None`` kept).
+
+        Settings added after the first release are left out while they hold their defaults, so
+        that run directories written before them still resume.
+        """
         d = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name in _LATER_SPEC_FIELDS and v == f.default:
+                continue
             d[f.name] = list(v) if isinstance(v, tuple) else v
         return d
 
@@ -220,6 +264,10 @@ class SweepSpec:
         return cls.from_dict(data, source=f"sweep spec file {path}")
 
 
+_LATER_SPEC_FIELDS = frozenset(
+    ("epsilons", "dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps", "finetune", "hpo")
+)
+
 _LIST_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "datasets": ("strings", lambda v: isinstance(v, str)),
     "backbones": ("strings", lambda v: isinstance(v, str)),
@@ -228,6 +276,7 @@ _LIST_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "classes": ("integers or 'all'", lambda v: _is_int(v) or v in (_ALL_CLASSES, None)),
     "seeds": ("integers", _is_int),
     "fpr": ("numbers", _is_num),
+    "epsilons": ("numbers or 'inf'", lambda v: _is_num(v) or v in (_NO_DP, None)),
 }
 _SCALAR_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "shadow_models": ("an integer", _is_int),
@@ -235,11 +284,28 @@ _SCALAR_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "min_per_class": ("an integer", _is_int),
     "membership": ("a string", lambda v: isinstance(v, str)),
     "l2": ("a number", _is_num),
+    "dp_delta": ("a number", _is_num),
+    "dp_clip": ("a number", _is_num),
+    "dp_sampling_rate": ("a number", _is_num),
+    "dp_steps": ("an integer", _is_int),
+    "finetune": ("a string", lambda v: isinstance(v, str)),
+    "hpo": ("an integer", _is_int),
 }
 
 
+_OPTIONAL = (
+    "shots",
+    "resolution",
+    "min_per_class",
+    "dp_delta",
+    "dp_clip",
+    "dp_sampling_rate",
+    "dp_steps",
+)
+
+
 def _coerce(key: str, value: Any, source: str) -> Any:
-    if key in ("shots", "resolution", "min_per_class") and value is None:
+    if key in _OPTIONAL and value is None:
         return None  # from JSON (to_dict); TOML has no null
     if key == "shots" and value == _AUTO_SHOTS:
         return None
@@ -251,6 +317,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise MiascaleError(f"{key!r} in {source} must be a list of {what}, got {value!r}.")
         if key == "classes":
             items = [None if v == _ALL_CLASSES else v for v in items]
+        if key == "epsilons":
+            items = [None if v == _NO_DP else v for v in items]
         return tuple(items)
     what, ok = _SCALAR_TYPES[key]
     if not ok(value):
@@ -284,14 +352,32 @@ class Cell:
     membership: str
     l2: float
     variants: tuple[str, ...]
+    # added after the first release: left out of to_dict (and so of cell_id) at their defaults,
+    # so that the cells of existing runs keep their ids
+    epsilon: float | None = None
+    dp_delta: float | None = None
+    dp_clip: float | None = None
+    dp_sampling_rate: float | None = None
+    dp_steps: int | None = None
+    finetune: str = "head"
+    hpo: int = 0
 
     def to_dict(self) -> dict:
-        """All fields as plain JSON values (tuples as lists); the input of :attr:`cell_id`."""
+        """Plain JSON values (tuples as lists); the input of :attr:`cell_id`.
+
+        Fields added after the first release are left out while they hold their defaults.
+        """
         d = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name in _LATER_FIELDS and v == f.default:
+                continue
             d[f.name] = list(v) if isinstance(v, tuple) else v
         return d
+
+    @property
+    def dp(self) -> bool:
+        return self.epsilon is not None
 
     @property
     def cell_id(self) -> str:
@@ -303,7 +389,14 @@ class Cell:
     def label(self) -> str:
         """Short human-readable name, e.g. ``fashion-mnist/efficientnet-lite0 C=all S=16 seed=0``."""
         c = "all" if self.classes is None else self.classes
-        return f"{self.dataset}/{self.backbone} C={c} S={self.shots} seed={self.seed}"
+        extra = f" ε={self.epsilon:g}" if self.epsilon is not None else ""
+        extra += " film" if self.finetune != "head" else ""
+        return f"{self.dataset}/{self.backbone} C={c} S={self.shots} seed={self.seed}{extra}"
+
+
+_LATER_FIELDS = frozenset(
+    ("epsilon", "dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps", "finetune", "hpo")
+)
 
 
 ShotsFor = Callable[[str, str, int | None], tuple[int, ...]]
@@ -312,10 +405,10 @@ ShotsFor = Callable[[str, str, int | None], tuple[int, ...]]
 def expand(spec: SweepSpec, shots_for: ShotsFor | None = None) -> list[Cell]:
     """All cells of ``spec`` in a deterministic order.
 
-    Order: datasets, backbones and classes as listed in the spec, then shots ascending, then seeds as
-    listed. When ``spec.shots`` is None, ``shots_for(dataset, backbone, classes)`` supplies the shots
-    for each (dataset, backbone, classes) combination (typically ``default_shots`` of the largest
-    feasible S).
+    Order: datasets, backbones and classes as listed in the spec, then shots ascending, then
+    epsilons and seeds as listed. When ``spec.shots`` is None, ``shots_for(dataset, backbone,
+    classes)`` supplies the shots for each (dataset, backbone, classes) combination (typically
+    ``default_shots`` of the largest feasible S).
     """
     spec.validate()
     if spec.shots is None and shots_for is None:
@@ -331,22 +424,28 @@ def expand(spec: SweepSpec, shots_for: ShotsFor | None = None) -> list[Cell]:
                     shots = tuple(shots_for(dataset, backbone, classes))
                     c = "all" if classes is None else classes
                     _check_shots(shots, f"the default shots for {dataset}/{backbone} C={c}")
-                for s in sorted(shots):
-                    for seed in spec.seeds:
-                        cells.append(
-                            Cell(
-                                dataset=dataset,
-                                backbone=backbone,
-                                classes=classes,
-                                shots=int(s),
-                                seed=seed,
-                                shadow_models=spec.shadow_models,
-                                fpr=spec.fpr,
-                                resolution=spec.resolution,
-                                min_per_class=spec.min_per_class,
-                                membership=spec.membership,
-                                l2=spec.l2,
-                                variants=spec.variants,
-                            )
+                for s, eps, seed in itertools.product(sorted(shots), spec.epsilons, spec.seeds):
+                    cells.append(
+                        Cell(
+                            dataset=dataset,
+                            backbone=backbone,
+                            classes=classes,
+                            shots=int(s),
+                            seed=seed,
+                            shadow_models=spec.shadow_models,
+                            fpr=spec.fpr,
+                            resolution=spec.resolution,
+                            min_per_class=spec.min_per_class,
+                            membership=spec.membership,
+                            l2=spec.l2,
+                            variants=spec.variants,
+                            epsilon=eps,
+                            dp_delta=spec.dp_delta if eps is not None else None,
+                            dp_clip=spec.dp_clip if eps is not None else None,
+                            dp_sampling_rate=spec.dp_sampling_rate if eps is not None else None,
+                            dp_steps=spec.dp_steps if eps is not None else None,
+                            finetune=spec.finetune,
+                            hpo=spec.hpo,
                         )
+                    )
     return cells
