@@ -173,7 +173,13 @@ def test_validation_errors():
 
 
 def test_registry():
-    assert get_attack("lira") is lira_scores
-    assert ATTACKS["lira"] is lira_scores
+    rng = np.random.default_rng(0)
+    stats = rng.normal(size=(6, 10))
+    mask = rng.random((6, 10)) < 0.5
+    # the registry's uniform call (population_stats accepted and ignored) is lira_scores
+    for online in (True, False):
+        via = get_attack("lira")(stats, mask, online=online, population_stats=None)
+        np.testing.assert_array_equal(via.scores, lira_scores(stats, mask, online=online).scores)
+    assert ATTACKS["lira"] is get_attack("lira")
     with pytest.raises(MiascaleError, match="lira"):
         get_attack("nope")

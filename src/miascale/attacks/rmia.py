@@ -1,0 +1,375 @@
+"""RMIA (Zarifzadeh, Liu, Shokri, ICML 2024), vectorised over targets and examples.
+
+Every one of the K models is the target once; the other K−1 models are its reference models
+(leave-one-out, DESIGN §3). With ``p(x|θ)`` the true-class probability — ``expit(φ)`` of the stored
+LiRA statistic φ, handled as ``log p = log_sigmoid(φ)`` so it is exact for any finite φ — the
+likelihood ratio of an audited example ``x`` against a population point ``z`` under target ``θ_k``
+is::
+
+    LR(x, z) = (p(x|θ_k) / p(x)) / (p(z|θ_k) / p(z))
+
+and ``score(x) = #{z : LR(x, z) ≥ γ} / Z``. The comparison is inclusive (DESIGN §3: ties are never
+split) and done in log space: with ``r(·) = log p(·|θ_k) − log p(·)``, ``z`` counts for ``x`` when
+``r(z) ≤ r(x) − log γ``. The population ratios of a target are sorted once and every ``x`` is
+answered with ``np.searchsorted`` — O((N + Z)·log Z) per target; no N × Z matrix is formed.
+The reference implementation compares strictly (``ratio > 1``); the inclusive comparison only
+differs on exact ties.
+
+``p(x)`` (the marginal over reference models):
+
+* **online** — the mean of ``p(x|θ')`` over all K−1 reference models (IN and OUT for ``x``).
+* **offline** — only references where ``x`` is OUT: ``p(x) ≈ ½·((1 + a)·p_OUT(x) + (1 − a))`` with
+  ``p_OUT`` the mean over the OUT references. Examples with no OUT reference get a NaN score and
+  are counted in ``n_unscored``.
+
+Population points were never trained on, so all references are OUT for them: online ``p(z)`` is
+the mean over all K−1 references. **Offline p(z)** follows the authors' reference implementation,
+privacytrustlab/ml_privacy_meter ``modules/mia/attacks/rmia.py`` (``run_rmia``: the population is
+given an all-False membership matrix and ``mean_z = (1 + a)/2 · mean_out_z + (1 − a)/2``): the
+same ``a``-correction is applied to the population, ``p(z) = ½·((1 + a)·p_OUT(z) + (1 − a))`` with
+``p_OUT(z)`` the mean over all K−1 references. Population and pool columns go through exactly the
+same arithmetic, so an ``x`` and a ``z`` with identical statistics tie exactly (LR = 1).
+
+**Tuning a** (offline, ``a=None``): like the reference's ``tune_offline_a``, ``a`` is chosen on a
+shadow model playing the target — never with the target's membership or statistics. For target
+``k`` a deterministic pseudo-target ``j = pseudo_target(k)`` is attacked offline with references
+``all \\ {k, j}`` for every ``a`` in ``a_grid``; the ``a`` with the highest AUC
+(:func:`miascale.metrics.auc` of ``j``'s scores against ``in_mask[j]``, over scored examples) wins,
+the smallest ``a`` on ties. The reference pairs each model with its neighbour ``k ± 1``; in
+miascale's balanced plan models ``2i`` and ``2i + 1`` are complementary (``in_mask[2i+1] =
+~in_mask[2i]``), so that neighbour's membership would reveal the target's. We therefore use the
+nearest model outside the target's pair: ``k − 1`` for even ``k ≥ 2`` (else ``k + 2``), ``k + 1`` for
+odd ``k`` (``k − 2`` for the last model). The two excluded models are always at most two indices
+apart, which lets the leave-two-out reference sums come from prefix/suffix sums as cheaply as the
+leave-one-out ones. Tuning needs K ≥ 3.
+
+Reference sums are leave-one-out (or leave-two-out) log-sum-exps assembled from prefix and suffix
+``logaddexp`` accumulations over the model axis, so the target's own row never enters its
+references and no probabilities are subtracted (no cancellation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from miascale.attacks.lira import check_signals
+from miascale.errors import MiascaleError
+from miascale.metrics import auc
+
+__all__ = ["A_GRID", "MIN_POPULATION", "RmiaResult", "pseudo_target", "rmia_scores"]
+
+#: Default grid for tuning the offline coefficient ``a``: 0, 0.05, …, 1.
+A_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+#: Fewest population points accepted: the score resolution is 1/Z.
+MIN_POPULATION = 100
+
+
+@dataclass(frozen=True)
+class RmiaResult:
+    """RMIA scores for every (target model, pool example).
+
+    Attributes:
+        scores: ``(K, N)`` float64 in [0, 1], the fraction of population points ``z`` with
+            ``LR(x, z) ≥ gamma``; higher = more likely a member. NaN where offline RMIA has no
+            OUT reference for the example.
+        n_unscored: number of NaN scores.
+        n_fallback_variance: always 0 (RMIA fits no variance; kept for a uniform interface).
+        online: the setting used.
+        gamma: the threshold γ on the likelihood ratio.
+        a: ``(K,)`` float64, the offline coefficient used for each target (NaN when online).
+        a_tuned: whether ``a`` was tuned per target on a pseudo-target (offline, ``a=None``).
+        pseudo_targets: ``(K,)`` int64, the shadow model that played the target when tuning
+            ``a`` for each target (−1 when not tuned).
+        n_population: number of population points Z.
+    """
+
+    scores: np.ndarray
+    n_unscored: int
+    n_fallback_variance: int
+    online: bool
+    gamma: float
+    a: np.ndarray
+    a_tuned: bool
+    pseudo_targets: np.ndarray
+    n_population: int
+
+    @property
+    def n_models(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.scores.shape[1])
+
+
+def pseudo_target(k: int, n_models: int) -> int:
+    """Shadow model that plays the target when tuning ``a`` for target ``k`` (see module doc).
+
+    The nearest model outside ``k``'s complementary pair ``{2i, 2i+1}``; always within two
+    indices of ``k``. Needs ``n_models ≥ 3``.
+    """
+    if n_models < 3 or not 0 <= k < n_models:
+        raise MiascaleError(
+            f"pseudo_target needs 0 <= k < n_models and n_models >= 3, got k={k}, "
+            f"n_models={n_models}."
+        )
+    if k % 2 == 0:
+        return k - 1 if k >= 2 else k + 2
+    return k + 1 if k + 1 < n_models else k - 2
+
+
+def _log_true_prob(phi: np.ndarray) -> np.ndarray:
+    """``log p_y = log_sigmoid(φ) = −log(1 + exp(−φ))``, exact for large |φ|."""
+    return -np.logaddexp(0.0, -phi)
+
+
+@dataclass(frozen=True)
+class _RefSums:
+    """Prefix/suffix log-sums of reference probabilities over the model axis, each ``(K+1, C)``.
+
+    ``pre[i]`` covers models ``< i`` and ``suf[i]`` models ``≥ i``; the ``cnt_*`` arrays count the
+    models that enter (the weight mask ``use``).
+    """
+
+    masked: np.ndarray  # (K, C) log p where used, −inf elsewhere
+    use: np.ndarray  # (K, C) bool
+    pre: np.ndarray
+    suf: np.ndarray
+    cnt_pre: np.ndarray
+    cnt_suf: np.ndarray
+
+    @classmethod
+    def build(cls, log_p: np.ndarray, use: np.ndarray) -> _RefSums:
+        cols = log_p.shape[1]
+        masked = np.where(use, log_p, -np.inf)
+        neg = np.full((1, cols), -np.inf)
+        pre = np.concatenate([neg, np.logaddexp.accumulate(masked, axis=0)])
+        suf = np.concatenate([np.logaddexp.accumulate(masked[::-1], axis=0)[::-1], neg])
+        zero = np.zeros((1, cols), dtype=np.int64)
+        cnt = use.astype(np.int64)
+        cnt_pre = np.concatenate([zero, np.cumsum(cnt, axis=0)])
+        cnt_suf = np.concatenate([np.cumsum(cnt[::-1], axis=0)[::-1], zero])
+        return cls(masked, use, pre, suf, cnt_pre, cnt_suf)
+
+    def log_mean_excluding(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Log of the mean used probability over models outside ``{lo, …, hi}`` minus the
+        in-between model when ``hi − lo == 2`` (i.e. excluding exactly ``{lo, hi}``).
+
+        ``lo``, ``hi``: ``(T,)`` int with ``0 ≤ hi − lo ≤ 2``. Returns ``(T, C)``; NaN where no
+        model is used.
+        """
+        log_sum = np.logaddexp(self.pre[lo], self.suf[hi + 1])
+        count = self.cnt_pre[lo] + self.cnt_suf[hi + 1]
+        gap = (hi - lo) == 2
+        if np.any(gap):
+            mid = np.minimum(lo + 1, self.masked.shape[0] - 1)
+            log_sum = np.where(gap[:, None], np.logaddexp(log_sum, self.masked[mid]), log_sum)
+            count = count + np.where(gap[:, None], self.use[mid], False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(count > 0, log_sum - np.log(np.maximum(count, 1)), np.nan)
+
+
+def _offline_log_marginal(log_mean_out: np.ndarray, a: Any) -> np.ndarray:
+    """``log(½·((1 + a)·p_OUT + (1 − a)))``; ``a`` scalar or broadcastable array in [0, 1]."""
+    a = np.asarray(a, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a = 1; NaN (no OUT reference)
+        return math.log(0.5) + np.logaddexp(np.log1p(a) + log_mean_out, np.log1p(-a))
+
+
+def _fraction_at_most(log_ratio: np.ndarray, n_pool: int, log_gamma: float) -> np.ndarray:
+    """Per row: fraction of population ratios ``r_z ≤ r_x − log γ`` for each pool ratio ``r_x``.
+
+    ``log_ratio``: ``(T, N + Z)``, pool columns first. NaN pool ratios give NaN.
+    """
+    pop = np.sort(log_ratio[:, n_pool:], axis=1)
+    n_pop = pop.shape[1]
+    x = log_ratio[:, :n_pool]
+    thresh = x - log_gamma  # exact for γ = 1 (log γ = 0)
+    counts = np.empty(x.shape, dtype=np.float64)
+    for t in range(x.shape[0]):
+        counts[t] = np.searchsorted(pop[t], thresh[t], side="right")
+    return np.where(np.isnan(x), np.nan, counts / n_pop)
+
+
+def _check_unit_interval(value: Any, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise MiascaleError(f"{name} must be a number in [0, 1], got {value!r}.")
+    v = float(value)
+    if not 0.0 <= v <= 1.0:  # also rejects NaN
+        raise MiascaleError(
+            f"{name} must lie in [0, 1] (it mixes p_OUT(x) with 1 to approximate p(x); 0 uses "
+            f"½·(p_OUT + 1), 1 uses p_OUT alone), got {value!r}."
+        )
+    return v
+
+
+def _validate(
+    stats: Any,
+    in_mask: Any,
+    population_stats: Any,
+    online: Any,
+    gamma: Any,
+    a: Any,
+    a_grid: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float | None, np.ndarray]:
+    if not isinstance(online, (bool, np.bool_)):
+        raise MiascaleError(f"online must be True or False, got {online!r}.")
+    if isinstance(gamma, (bool, np.bool_)) or not isinstance(gamma, (int, float, np.number)):
+        raise MiascaleError(f"RMIA gamma must be a positive number, got {gamma!r}.")
+    g = float(gamma)
+    if not (math.isfinite(g) and g > 0.0):
+        raise MiascaleError(
+            f"RMIA gamma must be a finite number > 0 (the likelihood-ratio threshold; 1 is the "
+            f"default, the paper uses values such as 2), got {gamma!r}."
+        )
+    a_val = None if a is None else _check_unit_interval(a, "RMIA offline coefficient a")
+    try:
+        grid = np.asarray(a_grid, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise MiascaleError(f"a_grid must be numbers in [0, 1], got {a_grid!r}.") from None
+    if grid.ndim != 1 or grid.size == 0 or not np.all((grid >= 0.0) & (grid <= 1.0)):
+        raise MiascaleError(
+            f"a_grid must be a non-empty 1-D sequence of numbers in [0, 1], got {a_grid!r}."
+        )
+    s, mask = check_signals(stats, in_mask)
+    if population_stats is None:
+        raise MiascaleError(
+            "RMIA needs population_stats: the (models, Z) statistics of Z >= "
+            f"{MIN_POPULATION} population points that no model trained on (e.g. held-out test "
+            "examples)."
+        )
+    pop = np.asarray(population_stats)
+    if pop.ndim != 2 or pop.shape[0] != s.shape[0]:
+        raise MiascaleError(
+            f"population_stats must have shape (models, Z) = ({s.shape[0]}, Z) to match stats of "
+            f"shape {s.shape}, got {pop.shape}."
+        )
+    if not np.issubdtype(pop.dtype, np.number) or np.issubdtype(pop.dtype, np.complexfloating):
+        raise MiascaleError(f"population_stats must be real numbers, got dtype {pop.dtype}.")
+    if pop.shape[1] < MIN_POPULATION:
+        raise MiascaleError(
+            f"RMIA needs at least {MIN_POPULATION} population points (its scores are fractions "
+            f"of the population, resolution 1/Z), got Z={pop.shape[1]}. Use more held-out "
+            "examples."
+        )
+    pop = pop.astype(np.float64)
+    if not np.all(np.isfinite(pop)):
+        raise MiascaleError(
+            "population_stats contain NaN or infinite values; compute them with "
+            "miascale.signals.lira_statistic from finite logits."
+        )
+    k_models = s.shape[0]
+    if k_models < 2:
+        raise MiascaleError(
+            f"RMIA needs at least 2 models (each target needs reference models), got {k_models}."
+        )
+    if not online and a_val is None and k_models < 3:
+        raise MiascaleError(
+            f"Tuning RMIA's offline coefficient a needs at least 3 models (a shadow model plays "
+            f"the target with the remaining ones as references), got {k_models}. Pass a "
+            "explicitly (e.g. a=0.3) or train more models."
+        )
+    return s, mask, pop, g, a_val, grid
+
+
+def rmia_scores(
+    stats: np.ndarray,
+    in_mask: np.ndarray,
+    population_stats: np.ndarray | None = None,
+    *,
+    online: bool = True,
+    gamma: float = 1.0,
+    a: float | None = None,
+    a_grid: Any = A_GRID,
+) -> RmiaResult:
+    """Leave-one-out RMIA scores for every model as target.
+
+    Args:
+        stats: ``(K, N)`` LiRA statistic φ of the audited pool examples under each model (K ≥ 2).
+        in_mask: ``(K, N)`` bool membership.
+        population_stats: ``(K, Z)`` φ of Z ≥ 100 population points no model trained on.
+        online: online (all K−1 references) or offline (only references where x is OUT).
+        gamma: threshold γ > 0 on the likelihood ratio ``LR(x, z)`` (inclusive: ``≥ γ``).
+        a: offline coefficient in [0, 1]; ``None`` tunes it per target on a pseudo-target
+            (needs K ≥ 3). Ignored when online.
+        a_grid: candidate values of ``a`` for tuning.
+
+    Returns:
+        :class:`RmiaResult`; higher scores mean "more likely member".
+    """
+    s, mask, pop, g, a_val, grid = _validate(
+        stats, in_mask, population_stats, online, gamma, a, a_grid
+    )
+    k_models, n_pool = s.shape
+    log_p = _log_true_prob(np.concatenate([s, pop], axis=1))  # (K, N + Z)
+    # Population points are OUT for every model.
+    out = np.concatenate([~mask, np.ones(pop.shape, dtype=bool)], axis=1)
+    log_gamma = math.log(g)
+    idx = np.arange(k_models)
+    a_used = np.full(k_models, np.nan)
+    pseudo = np.full(k_models, -1, dtype=np.int64)
+    a_tuned = False
+    if online:
+        sums = _RefSums.build(log_p, np.ones(log_p.shape, dtype=bool))
+        log_marg = sums.log_mean_excluding(idx, idx)
+    else:
+        sums = _RefSums.build(log_p, out)
+        log_mean_out = sums.log_mean_excluding(idx, idx)
+        if a_val is None:
+            pseudo = np.array([pseudo_target(k, k_models) for k in range(k_models)], np.int64)
+            a_used = _tune_a(sums, log_p, mask, pseudo, n_pool, log_gamma, grid)
+            a_tuned = True
+        else:
+            a_used = np.full(k_models, a_val)
+        log_marg = _offline_log_marginal(log_mean_out, a_used[:, None])
+    scores = _fraction_at_most(log_p - log_marg, n_pool, log_gamma)
+    return RmiaResult(
+        scores=scores,
+        n_unscored=int(np.count_nonzero(np.isnan(scores))),
+        n_fallback_variance=0,
+        online=bool(online),
+        gamma=g,
+        a=a_used,
+        a_tuned=a_tuned,
+        pseudo_targets=pseudo,
+        n_population=int(pop.shape[1]),
+    )
+
+
+def _tune_a(
+    sums: _RefSums,
+    log_p: np.ndarray,
+    mask: np.ndarray,
+    pseudo: np.ndarray,
+    n_pool: int,
+    log_gamma: float,
+    grid: np.ndarray,
+) -> np.ndarray:
+    """Per target k: the grid value of ``a`` maximising the AUC of offline RMIA on the pseudo-target
+    ``pseudo[k]`` with references excluding both k and ``pseudo[k]`` (first maximum on ties)."""
+    k_models = log_p.shape[0]
+    idx = np.arange(k_models)
+    lo, hi = np.minimum(idx, pseudo), np.maximum(idx, pseudo)
+    log_mean_out = sums.log_mean_excluding(lo, hi)  # (K, C): references for pseudo-target of k
+    target_log_p = log_p[pseudo]  # (K, C)
+    labels = mask[pseudo]  # (K, N): membership of the pseudo-targets, never row k
+    aucs = np.empty((k_models, grid.size))
+    for i, a in enumerate(grid):
+        sc = _fraction_at_most(
+            target_log_p - _offline_log_marginal(log_mean_out, a), n_pool, log_gamma
+        )
+        for k in range(k_models):
+            ok = ~np.isnan(sc[k])
+            lab = labels[k, ok]
+            if not (lab.any() and not lab.all()):
+                raise MiascaleError(
+                    f"Cannot tune RMIA's offline coefficient a for target {k}: the pseudo-target "
+                    f"model {pseudo[k]} has no scored members or no scored non-members. Pass a "
+                    "explicitly (e.g. a=0.3) or train more models."
+                )
+            aucs[k, i] = auc(sc[k, ok], lab)
+    return grid[np.argmax(aucs, axis=1)].astype(np.float64)
