@@ -64,7 +64,7 @@ def test_artifacts(tmp_path, data):
     doc = write_audit(r, tmp_path / "run", {"dataset": "blobs"})
     on_disk = json.loads((tmp_path / "run" / "audit.json").read_text())
     assert on_disk == json.loads(json.dumps(doc))
-    assert on_disk["schema_version"] == 1 and on_disk["config"]["n_models"] == 17
+    assert on_disk["schema_version"] == 2 and on_disk["config"]["n_models"] == 17
     assert [row["fpr_level"] for row in on_disk["metrics"]] == [0.1, 0.01]
     with np.load(tmp_path / "run" / "signals.npz") as z:
         assert z["stats"].dtype == np.float64 and z["stats"].shape == (17, 48)
@@ -141,3 +141,137 @@ def test_cli_audit_per_example(tmp_path, data):
     assert (
         json.loads((tmp_path / "o" / "audit.json").read_text())["per_example"] == doc["per_example"]
     )
+
+
+def test_hpo_is_reproducible_and_recorded(tmp_path, data):
+    cfg = small(hpo_trials=4)
+    r1, r2 = audit_features(*data, cfg), audit_features(*data, cfg)
+    assert r1.hpo is not None and r1.hpo == r2.hpo
+    assert len(r1.hpo["trials"]) == 4
+    # every model trained with the tuned l2 (recorded), and the result follows from it
+    best_l2 = r1.hpo["best_params"]["l2"]
+    assert r1.head.l2 == best_l2
+    plain = audit_features(*data, small(head=HeadConfig(l2=best_l2)))
+    np.testing.assert_allclose(r1.stats, plain.stats)
+    doc = write_audit(r1, tmp_path, {"dataset": "blobs"})
+    on_disk = json.loads((tmp_path / "audit.json").read_text())
+    assert on_disk["hpo"]["best_params"] == {"l2": best_l2} == doc["hpo"]["best_params"]
+    assert on_disk["head_used"]["l2"] == best_l2 and on_disk["config"]["hpo_trials"] == 4
+
+
+def test_all_attacks_share_models_and_are_recorded(tmp_path, data):
+    xtr, ytr, xte, yte = data
+    # RMIA needs >= 100 population points outside the pool: a larger train split
+    xbig, ybig = blobs(n_per_class=80, seed=5)
+    r = audit_features(xbig, ybig, xte, yte, small(attack="lira,rmia,loss,lira-offline"))
+    assert [o.variant for o in r.outcomes] == ["lira-online", "rmia-online", "loss", "lira-offline"]
+    assert r.population_stats.shape == (17, 3 * 80 - r.pool.size)
+    # the primary attack is the first; every variant's metrics come from its own scores
+    np.testing.assert_array_equal(r.scores, r.outcomes[0].scores)
+    for o in r.outcomes:
+        ok = np.isfinite(o.scores)
+        again = tpr_at_fpr(o.scores[ok], r.plan.in_mask[ok], (0.1, 0.01))
+        assert [m.tpr for m in o.metrics] == [m.tpr for m in again]
+    # LOSS is the target model's own log p_y: monotone in the statistic
+    loss = r.outcomes[2].scores
+    order = np.argsort(r.stats.ravel(), kind="stable")
+    assert np.all(np.diff(loss.ravel()[order]) >= 0)
+    write_audit(r, tmp_path, {})
+    doc = json.loads((tmp_path / "audit.json").read_text())
+    assert [a["variant"] for a in doc["attacks"]] == [o.variant for o in r.outcomes]
+    with np.load(tmp_path / "signals.npz") as z:
+        for o in r.outcomes:
+            np.testing.assert_array_equal(z[f"scores__{o.variant}"], o.scores)
+        assert z["population_stats"].shape == r.population_stats.shape
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"attack": "lira,nope"}, "Unknown attack"),
+        ({"attack": "rmia", "rmia_gamma": 0.0}, "γ"),
+        ({"attack": "rmia-offline", "rmia_a": 1.5}, r"\[0, 1\]"),
+        ({"attack": "rmia", "population": 50}, "population"),
+    ],
+)
+def test_attack_option_errors(data, kw, msg):
+    with pytest.raises(MiascaleError, match=msg):
+        audit_features(*data, small(**kw))
+
+
+def test_rmia_needs_a_population(data):
+    # 3 classes × 40 train examples, pool 48: only 72 points left → a clear error
+    with pytest.raises(MiascaleError, match="at least 100 population points"):
+        audit_features(*data, small(attack="rmia"))
+
+
+def test_dp_audit_records_the_guarantee_and_stays_under_it(tmp_path, data):
+    from miascale.training.dp import DPConfig
+
+    r = audit_features(*data, small(attack="lira,loss", dp=DPConfig(epsilon=2.0, steps=50)))
+    assert r.dp is not None and r.head is None
+    assert 0 < r.dp["epsilon"] <= 2.0 * 1.01 and r.dp["delta"] < 1 / 24
+    for o in r.outcomes:  # an empirical lower bound can never exceed the accountant's ε
+        assert o.empirical_epsilon["delta"] == r.dp["delta"]
+        assert o.empirical_epsilon["epsilon_lb"] <= r.dp["epsilon"]
+    doc = write_audit(r, tmp_path, {})
+    assert doc["privacy"]["noise_multiplier"] > 0 and doc["config"]["dp"]["epsilon"] == 2.0
+    # the same seed gives the same noise; DP and HPO do not mix
+    again = audit_features(*data, small(attack="lira,loss", dp=DPConfig(epsilon=2.0, steps=50)))
+    np.testing.assert_array_equal(r.stats, again.stats)
+    with pytest.raises(MiascaleError, match="hpo"):
+        audit_features(*data, small(dp=DPConfig(epsilon=2.0), hpo_trials=2))
+
+
+def test_non_dp_audit_reports_an_empirical_epsilon(data):
+    xtr, ytr = blobs(n_per_class=30, dim=60, seed=3)
+    xte, yte = blobs(n_per_class=10, dim=60, seed=4)
+    r = audit_features(xtr, ytr, xte, yte, small(shots=4, head=HeadConfig(l2=1e-4)))
+    e = r.outcomes[0].empirical_epsilon
+    assert r.dp is None and e["epsilon_lb"] > 0 and e["delta"] == 1e-3  # n = 12 per model
+
+
+def _image_dataset(n_per_class=50, n_classes=3):
+    from miascale.data.base import Dataset
+
+    rng = np.random.default_rng(0)
+    protos = rng.integers(0, 256, size=(n_classes, 16, 16))
+
+    def draw(n):
+        y = np.repeat(np.arange(n_classes), n)
+        x = np.clip(protos[y] + rng.normal(scale=40, size=(len(y), 16, 16)), 0, 255)
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    xtr, ytr = draw(n_per_class)
+    xte, yte = draw(10)
+    return Dataset("blobs-img", "image", xtr, ytr, xte, yte, ("a", "b", "c"), "test")
+
+
+@pytest.mark.slow
+def test_film_audit_end_to_end_with_hpo(monkeypatch):
+    import miascale.hpo
+    from miascale.audit import run_attacks, train_and_signal_film
+    from miascale.training.film import FilmConfig
+
+    # a small search space keeps the test fast; the real one is film_space()
+    monkeypatch.setattr(miascale.hpo, "film_space", lambda: {
+        "learning_rate": miascale.hpo.FloatRange(1e-3, 1e-2, log=True),
+        "epochs": miascale.hpo.IntRange(1, 2)})  # fmt: skip
+    ds = _image_dataset()
+    cfg = AuditConfig(shots=2, shadow_models=3, fpr=(0.1,), finetune="film", attack="lira,rmia",
+                      film=FilmConfig(epochs=2, batch_size=4), film_eval=100, hpo_trials=2)  # fmt: skip
+    t = train_and_signal_film(ds, "efficientnet-lite0", 32, cfg)
+    assert t.stats.shape == t.plan.in_mask.shape == (4, 12) and np.isfinite(t.stats).all()
+    assert t.film["resolution"] == 32 and t.film["trainable_parameters_per_model"] > 0
+    assert t.hpo is not None and len(t.hpo["trials"]) == 2
+    # the tuned values are the ones every model trained with
+    for k, v in t.hpo["best_params"].items():
+        assert t.film["config"][k] == v
+    assert t.population_stats.shape == (4, 100) and 0 <= t.test_accuracy.min()
+    outcomes = run_attacks(t, cfg)
+    assert [o.variant for o in outcomes] == ["lira-online", "rmia-online"]
+    again = train_and_signal_film(ds, "efficientnet-lite0", 32, cfg)
+    np.testing.assert_allclose(again.stats, t.stats, rtol=1e-6, atol=1e-9)
+    with pytest.raises(MiascaleError, match="heads only"):
+        AuditConfig(shots=2, finetune="film", dp=__import__("miascale.training.dp").training.dp
+                    .DPConfig(epsilon=1.0)).validate()  # fmt: skip

@@ -7,10 +7,11 @@ is the I/O edge that writes ``audit.json`` and ``signals.npz`` atomically.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +19,63 @@ import numpy as np
 from miascale import __version__
 from miascale.attacks import get_attack
 from miascale.backbones.cache import check_finite
+from miascale.data.base import Dataset
 from miascale.errors import MiascaleError
 from miascale.membership import MembershipPlan, make_plan
 from miascale.metrics import TprAtFpr, auc, best_balanced_accuracy, tpr_at_fpr
 from miascale.paths import atomic_path, atomic_write_bytes
 from miascale.pool import Pool, draw_pool
 from miascale.signals import lira_statistic
+from miascale.training.dp import DPConfig, dp_head_logits, train_dp_heads
+from miascale.training.film import FilmConfig
 from miascale.training.heads import HeadConfig, head_logits, train_heads
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_FPR = (0.1, 0.01, 0.001)
-LIRA_VARIANTS = ("online", "offline")
+LIRA_VARIANTS = ("online", "offline")  # also the modes of bare "lira" / "rmia" in --attack
+FINETUNE_MODES = ("head", "film")
+#: RMIA's population points (train-split examples outside the pool) per audit, at most
+DEFAULT_POPULATION = 10_000
+
+
+def expand_attacks(attack: str, mode: str = "online") -> tuple[str, ...]:
+    """``--attack`` text → attack variants, e.g. ``"lira,loss"`` → ``("lira-online", "loss")``.
+
+    Bare ``lira`` and ``rmia`` take ``mode`` (online / offline); ``all`` means every variant;
+    full variant names (``rmia-offline``) are taken as they are. Duplicates are dropped.
+    """
+    from miascale.attacks import VARIANT_ARGS
+
+    if mode not in LIRA_VARIANTS:
+        raise MiascaleError(f"Unknown attack mode {mode!r}; choose one of online, offline.")
+    out: list[str] = []
+    tokens = [t.strip() for t in str(attack).split(",") if t.strip()]
+    if not tokens:
+        raise MiascaleError("--attack is empty; give lira, rmia, loss, all or a comma list.")
+    for t in tokens:
+        names = list(VARIANT_ARGS) if t == "all" else [t]
+        for name in names:
+            if name in ("lira", "rmia"):
+                name = f"{name}-{mode}"
+            if name not in VARIANT_ARGS:
+                raise MiascaleError(
+                    f"Unknown attack {t!r}. Known: lira, rmia, loss, all, or one of "
+                    f"{', '.join(VARIANT_ARGS)}."
+                )
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def dp_variant(variant: str, epsilon: float) -> str:
+    """The variant label of DP rows in fits and reports, e.g. ``online dp ε=1``."""
+    return f"{variant} dp ε={epsilon:g}"
+
+
+def variant_columns(variant: str) -> tuple[str, str]:
+    """(attack, variant) columns of a result row: ``lira-online`` → (lira, online); loss → global."""
+    attack, _, sub = variant.partition("-")
+    return attack, sub or "global"
 
 
 @dataclass(frozen=True)
@@ -46,10 +93,27 @@ class AuditConfig:
     fpr: tuple[float, ...] = DEFAULT_FPR
     seed: int = 0
     head: HeadConfig = field(default_factory=HeadConfig)
+    rmia_gamma: float = 1.0
+    rmia_a: float | None = None  # None = tuned on shadow models, per target
+    population: int = DEFAULT_POPULATION
+    hpo_trials: int = 0  # Optuna trials tuning the head on one target-like training set (0 = off)
+    dp: DPConfig | None = None  # DP-SGD heads (miascale.training.dp) instead of exact heads
+    finetune: str = "head"  # head (cached features) | film (raw images, see train_and_signal_film)
+    film: FilmConfig | None = None  # FiLM settings (None = FilmConfig defaults)
+    film_eval: int = 1000  # FiLM: test and population images evaluated per audit, at most
 
     @property
     def n_models(self) -> int:
         return self.shadow_models + 1
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The attack variants this audit runs; the first is the primary one."""
+        return expand_attacks(self.attack, self.lira_variant)
+
+    @property
+    def needs_population(self) -> bool:
+        return any(v.startswith("rmia") for v in self.variants)
 
     def validate(self) -> AuditConfig:
         from miascale.attacks.lira import LOCATIONS, VARIANCES
@@ -63,7 +127,7 @@ class AuditConfig:
             )
         if self.classes is not None and self.classes < 2:
             raise MiascaleError(f"--classes must be at least 2, got {self.classes}.")
-        get_attack(self.attack)
+        self.variants  # noqa: B018 — validates --attack
         if self.lira_variant not in LIRA_VARIANTS:
             raise MiascaleError(
                 f"Unknown LiRA variant {self.lira_variant!r}; choose one of {', '.join(LIRA_VARIANTS)}."
@@ -81,12 +145,48 @@ class AuditConfig:
             raise MiascaleError(
                 f"FPR levels must lie strictly between 0 and 1, got {list(self.fpr)}."
             )
+        if not (isinstance(self.rmia_gamma, int | float) and math.isfinite(self.rmia_gamma)
+                and self.rmia_gamma > 0):  # fmt: skip
+            raise MiascaleError(
+                f"RMIA's γ (--gamma) must be a number > 0, got {self.rmia_gamma!r}."
+            )
+        if self.rmia_a is not None and not (0.0 <= self.rmia_a <= 1.0):
+            raise MiascaleError(
+                f"RMIA's offline a (--rmia-a) must lie in [0, 1] (or be left out to tune it on "
+                f"the shadow models), got {self.rmia_a!r}."
+            )
+        if self.dp is not None and not isinstance(self.dp, DPConfig):
+            raise MiascaleError(f"AuditConfig.dp must be a DPConfig, got {self.dp!r}.")
+        if self.dp is not None and self.hpo_trials:
+            raise MiascaleError(
+                "--hpo cannot be combined with DP training: tuning on the private training data "
+                "would spend privacy that the accountant does not count. Tune on public data and "
+                "pass the values (--dp-lr, --steps, --clip) instead."
+            )
+        if self.finetune not in FINETUNE_MODES:
+            raise MiascaleError(
+                f"Unknown --finetune {self.finetune!r}; choose one of {', '.join(FINETUNE_MODES)}."
+            )
+        if self.finetune == "film" and self.dp is not None:
+            raise MiascaleError("DP training (--epsilon) is available for heads only, not FiLM.")
+        if self.film is not None and not isinstance(self.film, FilmConfig):
+            raise MiascaleError(f"AuditConfig.film must be a FilmConfig, got {self.film!r}.")
+        if not isinstance(self.film_eval, int) or self.film_eval < 100:
+            raise MiascaleError(f"film_eval must be an integer ≥ 100, got {self.film_eval!r}.")
+        if not isinstance(self.hpo_trials, int) or self.hpo_trials < 0:
+            raise MiascaleError(f"--hpo must be a number of trials ≥ 0, got {self.hpo_trials!r}.")
+        if not isinstance(self.population, int) or self.population < 100:
+            raise MiascaleError(
+                f"--population must be an integer ≥ 100 (RMIA compares each example with that "
+                f"many population points), got {self.population!r}."
+            )
         return self
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["n_models"] = self.n_models
         d["fpr"] = list(self.fpr)
+        d["variants"] = list(self.variants)
         return d
 
 
@@ -106,6 +206,14 @@ class AuditResult:
     n_unscored: int  # (target, example) pairs without a score, left out of the metrics
     n_fallback_variance: int
     seconds: dict[str, float]
+    # every attack variant run on the same models; the fields above are those of outcomes[0]
+    outcomes: tuple[AttackOutcome, ...] = ()
+    population_indices: np.ndarray | None = None  # train-split rows used as RMIA's population
+    population_stats: np.ndarray | None = None  # (K, Z)
+    hpo: dict | None = None
+    head: HeadConfig | None = None  # the head settings used by every model (after HPO)
+    dp: dict | None = None  # DP training: the accountant's ε and δ, σ, q, T, clip
+    film: dict | None = None  # FiLM training: the settings used (after HPO), chunking, seconds
 
     def table(self) -> list[dict]:
         """One row per FPR level (the metrics table of ``audit.json``)."""
@@ -141,6 +249,14 @@ class AuditResult:
             "training": {"models": self.config.n_models, "converged": self.converged},
             "unscored_pairs": self.n_unscored,
             "fallback_variance_pairs": self.n_fallback_variance,
+            "attacks": [o.to_dict() for o in self.outcomes],
+            "population": None
+            if self.population_indices is None
+            else {"size": len(self.population_indices)},
+            "hpo": self.hpo,
+            "privacy": self.dp,
+            "film": self.film,
+            "head_used": None if self.head is None else asdict(self.head),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
@@ -162,6 +278,12 @@ class TrainedSignals:
     test_accuracy: np.ndarray  # (K,)
     converged: int
     seconds: dict[str, float]
+    population_indices: np.ndarray | None = None  # train-split rows (RMIA's population points)
+    population_stats: np.ndarray | None = None  # (K, Z) statistic of the population points
+    hpo: dict | None = None  # the tuning run (HpoResult.to_dict()) when config.hpo_trials > 0
+    head: HeadConfig | None = None  # the head settings actually used (tuned or config.head)
+    dp: dict | None = None  # DP training: accountant's ε, δ, noise multiplier, q, T, clip
+    film: dict | None = None  # FiLM training: the settings used, chunking, seconds
 
 
 @dataclass(frozen=True)
@@ -175,6 +297,30 @@ class AttackOutcome:
     best_balanced_accuracy: float
     n_unscored: int
     n_fallback_variance: int
+    details: dict = field(default_factory=dict)  # attack-specific settings, e.g. RMIA's a and γ
+    # lower bound on ε from this attack's ROC (miascale.privacy.empirical_epsilon), or None
+    empirical_epsilon: dict | None = None
+
+    def table(self) -> list[dict]:
+        return [
+            {
+                **m.to_dict(),
+                "threshold": None if not np.isfinite(m.threshold) else float(m.threshold),
+            }
+            for m in self.metrics
+        ]
+
+    def to_dict(self) -> dict:
+        return {
+            "variant": self.variant,
+            "metrics": self.table(),
+            "auc": self.auc,
+            "best_balanced_accuracy": self.best_balanced_accuracy,
+            "unscored_pairs": self.n_unscored,
+            "fallback_variance_pairs": self.n_fallback_variance,
+            "empirical_epsilon": self.empirical_epsilon,
+            **self.details,
+        }
 
 
 def train_and_signal(
@@ -204,29 +350,173 @@ def train_and_signal(
     features = np.asarray(x_train[pool.indices])
     timings["pool"] = time.perf_counter() - tick
 
+    head_config, hpo_doc = config.head, None
+    if config.hpo_trials > 0:
+        from miascale.hpo import tune_head
+
+        tick = time.perf_counter()
+        head_config, hpo = tune_head(
+            features, pool.labels, config.shots, config.head, config.hpo_trials, seed=plan_seed,
+            device=device, n_classes=pool.n_classes,
+        )  # fmt: skip
+        hpo_doc = hpo.to_dict()
+        timings["hpo"] = time.perf_counter() - tick
+
     tick = time.perf_counter()
     report = None if progress is None else (lambda it, g: progress("train", it))
-    heads = train_heads(
-        features, pool.labels, plan.in_mask, pool.n_classes, config.head, device=device,
-        progress=report,
-    )  # fmt: skip
+    dp_doc = None
+    if config.dp is not None:
+        # the DP noise and batches follow the audit's seed
+        dp_config = replace(config.dp, seed=plan_seed)
+        heads = train_dp_heads(features, pool.labels, plan.in_mask, pool.n_classes, dp_config,
+                               device=device, progress=report)  # fmt: skip
+        dp_doc = heads.privacy_dict()
+        converged, logits_of = config.n_models, dp_head_logits
+    else:
+        heads = train_heads(
+            features, pool.labels, plan.in_mask, pool.n_classes, head_config, device=device,
+            progress=report,
+        )  # fmt: skip
+        converged, logits_of = int(heads.converged.sum()), head_logits
     timings["train"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    stats = lira_statistic(head_logits(heads, features), pool.labels)
+    stats = lira_statistic(logits_of(heads, features), pool.labels)
     # utility: each model on the test examples of the pool's classes
     remap = np.full(n_all, -1, dtype=np.int64)
     remap[pool.classes] = np.arange(pool.n_classes)
     keep = remap[y_test] >= 0
     test_acc = np.zeros(config.n_models)
     if keep.any():
-        test_logits = head_logits(heads, np.asarray(x_test[keep]))
+        test_logits = logits_of(heads, np.asarray(x_test[keep]))
         test_acc = (test_logits.argmax(-1) == remap[y_test[keep]][None, :]).mean(axis=1)
+    pop_idx = pop_stats = None
+    if config.needs_population:
+        pop_idx = population_indices(y_train, pool, config.population, pool_seed)
+        pop_stats = lira_statistic(logits_of(heads, np.asarray(x_train[pop_idx])),
+                                   remap[y_train[pop_idx]])  # fmt: skip
     timings["signals"] = time.perf_counter() - tick
     names = tuple(
         (class_names[c] if class_names is not None else str(c)) for c in pool.classes.tolist()
     )
-    return TrainedSignals(pool, plan, names, stats, test_acc, int(heads.converged.sum()), timings)
+    return TrainedSignals(
+        pool, plan, names, stats, test_acc, converged, timings, pop_idx, pop_stats, hpo_doc,
+        None if config.dp is not None else head_config, dp_doc,
+    )  # fmt: skip
+
+
+def train_and_signal_film(
+    dataset: Dataset,
+    backbone: str,
+    resolution: int | None,
+    config: AuditConfig,
+    device: str = "cpu",
+    progress: Callable[[str, float], object] | None = None,
+) -> TrainedSignals:
+    """The FiLM counterpart of :func:`train_and_signal`: K models fine-tune the backbone's
+    normalisation scale/shift and a zero-initialised head on raw pool images (one shared frozen
+    backbone). Same pool, plan and seeds as head-only audits; test accuracy and RMIA's population
+    use at most ``config.film_eval`` images each (seeded draws)."""
+    from miascale.training.film import film_backbone, film_logits, images_for, train_film
+
+    config.validate()
+    if config.finetune != "film":
+        raise MiascaleError("train_and_signal_film needs an AuditConfig with finetune='film'.")
+    y_train, y_test = np.asarray(dataset.y_train), np.asarray(dataset.y_test)
+    if config.classes is not None and config.classes > dataset.n_classes:
+        raise MiascaleError(
+            f"--classes {config.classes} is larger than the {dataset.n_classes} classes of the "
+            f"dataset."
+        )
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    pool_seed, plan_seed = _seeds(config.seed)
+    pool = draw_pool(y_train, config.shots, config.classes, seed=pool_seed,
+                     class_names=dataset.class_names)  # fmt: skip
+    plan = make_plan(config.membership, pool.labels, config.n_models, plan_seed)
+    bb = film_backbone(backbone, resolution=resolution, device=device)
+    x_pool = images_for(dataset, pool.indices, bb)
+    timings["pool"] = time.perf_counter() - tick
+    film_config = replace(config.film or FilmConfig(), seed=plan_seed)
+
+    hpo_doc = None
+    if config.hpo_trials > 0:
+        from miascale.hpo import apply_params, film_space, hpo_split, tune
+
+        tick = time.perf_counter()
+        split_seed, sampler_seed = np.random.SeedSequence(plan_seed).spawn(2)
+        tr, va = hpo_split(pool.labels, config.shots, int(split_seed.generate_state(1)[0]))
+
+        def objective(params: dict) -> float:
+            cfg = apply_params(film_config, params)
+            m = train_film(bb, x_pool[tr], pool.labels[tr], np.ones((1, len(tr)), dtype=bool),
+                           pool.n_classes, cfg)  # fmt: skip
+            pred = film_logits(m, bb, x_pool[va])[0].argmax(-1)
+            return float((pred == pool.labels[va]).mean())
+
+        result = tune(objective, film_space(), config.hpo_trials,
+                      int(sampler_seed.generate_state(1)[0]), metric="validation_accuracy",
+                      info={"target": "film", "n_train": len(tr), "n_val": len(va)})  # fmt: skip
+        film_config = apply_params(film_config, result.best_params)
+        hpo_doc = result.to_dict()
+        timings["hpo"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    report = None if progress is None else (lambda done, k, ep, loss: progress("train", done))
+    models = train_film(bb, x_pool, pool.labels, plan.in_mask, pool.n_classes, film_config,
+                        progress=report)  # fmt: skip
+    timings["train"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    stats = lira_statistic(film_logits(models, bb, x_pool), pool.labels)
+    remap = np.full(dataset.n_classes, -1, dtype=np.int64)
+    remap[pool.classes] = np.arange(pool.n_classes)
+    rng = np.random.default_rng(np.random.SeedSequence([pool_seed, 0x46494C4D]))
+    test_idx = np.flatnonzero(remap[y_test] >= 0)
+    if len(test_idx) > config.film_eval:
+        test_idx = np.sort(rng.choice(test_idx, config.film_eval, replace=False))
+    test_acc = np.zeros(config.n_models)
+    if len(test_idx):
+        from miascale.data.base import take
+
+        x_test = bb.preprocess(take(dataset.x_test, test_idx))
+        test_acc = (film_logits(models, bb, x_test).argmax(-1) == remap[y_test[test_idx]]).mean(1)
+    pop_idx = pop_stats = None
+    if config.needs_population:
+        pop_idx = population_indices(y_train, pool, min(config.population, config.film_eval),
+                                     pool_seed)  # fmt: skip
+        pop_stats = lira_statistic(film_logits(models, bb, images_for(dataset, pop_idx, bb)),
+                                   remap[y_train[pop_idx]])  # fmt: skip
+    timings["signals"] = time.perf_counter() - tick
+    film_doc = {
+        "config": asdict(film_config), "backbone": backbone, "resolution": bb.resolution,
+        "models_per_chunk": models.models_per_chunk, "train_seconds": models.train_seconds,
+        "trainable_parameters_per_model": sum(
+            int(np.prod(a.shape[1:]))
+            for a in (*models.film_params.values(), models.head_weights, models.head_bias)
+        ),
+        "test_images": len(test_idx), "final_loss_mean": float(np.mean(models.final_loss)),
+    }  # fmt: skip
+    names = tuple(dataset.class_names[c] for c in pool.classes.tolist())
+    return TrainedSignals(pool, plan, names, stats, test_acc, config.n_models, timings, pop_idx,
+                          pop_stats, hpo_doc, None, None, film_doc)  # fmt: skip
+
+
+def population_indices(y_train: np.ndarray, pool: Pool, size: int, seed: int) -> np.ndarray:
+    """RMIA's population points: up to ``size`` train-split rows outside the pool, of the pool's
+    classes, drawn uniformly (seeded) and returned sorted. Fewer than 100 is an error."""
+    candidates = np.flatnonzero(np.isin(y_train, pool.classes))
+    candidates = np.setdiff1d(candidates, pool.indices, assume_unique=False)
+    if len(candidates) < 100:
+        raise MiascaleError(
+            f"RMIA needs at least 100 population points (train-split examples of the audited "
+            f"classes outside the pool), but only {len(candidates)} are left at S={pool.shots}. "
+            f"Use a smaller --shots, a larger dataset, or another attack."
+        )
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x504F50]))
+    if len(candidates) > size:
+        candidates = np.sort(rng.choice(candidates, size=size, replace=False))
+    return candidates
 
 
 def run_attack(
@@ -234,29 +524,82 @@ def run_attack(
     in_mask: np.ndarray,
     fpr: Sequence[float],
     *,
-    attack: str = "lira",
-    lira_variant: str = "online",
+    variant: str = "lira-online",
     variance: str = "per-example",
     location: str = "mean",
+    population_stats: np.ndarray | None = None,
+    rmia_gamma: float = 1.0,
+    rmia_a: float | None = None,
+    epsilon_delta: float | None = None,
 ) -> AttackOutcome:
-    """Score every (target, example) pair with one attack variant and compute the metrics."""
-    if lira_variant not in LIRA_VARIANTS:
+    """Score every (target, example) pair with one attack variant and compute the metrics.
+
+    With ``epsilon_delta`` the outcome also holds the empirical lower bound on ε at that δ.
+    """
+    from miascale.attacks import VARIANT_ARGS
+
+    if variant not in VARIANT_ARGS:
         raise MiascaleError(
-            f"Unknown LiRA variant {lira_variant!r}; choose one of {', '.join(LIRA_VARIANTS)}."
+            f"Unknown attack variant {variant!r}; choose one of {', '.join(VARIANT_ARGS)}."
         )
-    res = get_attack(attack)(
-        stats, in_mask, online=lira_variant == "online", variance=variance, location=location
-    )
+    attack, kwargs = VARIANT_ARGS[variant]
+    options: dict = {}
+    details: dict = {}
+    if attack == "lira":
+        options = {"variance": variance, "location": location}
+    elif attack == "rmia":
+        if population_stats is None:
+            raise MiascaleError("RMIA needs population statistics (train_and_signal computes "
+                                "them when an rmia variant is requested).")  # fmt: skip
+        options = {"gamma": rmia_gamma, "a": rmia_a}
+    res = get_attack(attack)(stats, in_mask, population_stats=population_stats, **kwargs, **options)
+    if attack == "rmia":
+        details = {"gamma": rmia_gamma, "population": int(population_stats.shape[1])}
+        a_used = getattr(res, "a", None)
+        if a_used is not None and not kwargs.get("online", True):
+            a_arr = np.atleast_1d(np.asarray(a_used, dtype=float))
+            details["a_mean"] = float(a_arr.mean())
+            details["a_tuned"] = rmia_a is None
     scored = np.isfinite(res.scores)
     s, lab = res.scores[scored], in_mask[scored]
+    eps_doc = None
+    if epsilon_delta is not None:
+        from miascale.privacy import empirical_epsilon
+
+        eps_doc = empirical_epsilon(s, lab, delta=epsilon_delta).to_dict()
     return AttackOutcome(
-        variant=f"{attack}-{lira_variant}",
+        variant=variant,
         scores=res.scores,
         metrics=tpr_at_fpr(s, lab, fpr),
         auc=auc(s, lab),
         best_balanced_accuracy=best_balanced_accuracy(s, lab),
         n_unscored=int((~scored).sum()),
-        n_fallback_variance=int(res.n_fallback_variance),
+        n_fallback_variance=int(getattr(res, "n_fallback_variance", 0)),
+        details=details,
+        empirical_epsilon=eps_doc,
+    )
+
+
+def run_attacks(t: TrainedSignals, config: AuditConfig) -> tuple[AttackOutcome, ...]:
+    """Every variant of ``config`` on the same trained signals, each with its empirical ε at the
+    run's δ (the accountant's δ for DP training, otherwise the default δ below 1/n)."""
+    from miascale.privacy import default_delta
+
+    delta = t.dp["delta"] if t.dp else default_delta(int(t.plan.in_mask.sum(1).max()))
+    return tuple(
+        run_attack(
+            t.stats,
+            t.plan.in_mask,
+            config.fpr,
+            variant=v,
+            variance=config.variance,
+            location=config.location,
+            population_stats=t.population_stats,
+            rmia_gamma=config.rmia_gamma,
+            rmia_a=config.rmia_a,
+            epsilon_delta=delta,
+        )
+        for v in config.variants
     )
 
 
@@ -272,11 +615,27 @@ def audit_features(
 ) -> AuditResult:
     """Run one audit on features (N_train, D) / (N_test, D) with integer labels."""
     t = train_and_signal(x_train, y_train, x_test, y_test, config, class_names, device, progress)
+    return attack_signals(t, config)
+
+
+def audit_film(
+    dataset: Dataset,
+    backbone: str,
+    resolution: int | None,
+    config: AuditConfig,
+    device: str = "cpu",
+    progress: Callable[[str, float], object] | None = None,
+) -> AuditResult:
+    """Run one FiLM audit (``config.finetune == "film"``) on a dataset's raw images."""
+    t = train_and_signal_film(dataset, backbone, resolution, config, device, progress)
+    return attack_signals(t, config)
+
+
+def attack_signals(t: TrainedSignals, config: AuditConfig) -> AuditResult:
+    """Every attack of ``config`` on trained signals, assembled into an :class:`AuditResult`."""
     tick = time.perf_counter()
-    a = run_attack(
-        t.stats, t.plan.in_mask, config.fpr, attack=config.attack,
-        lira_variant=config.lira_variant, variance=config.variance, location=config.location,
-    )  # fmt: skip
+    outcomes = run_attacks(t, config)
+    a = outcomes[0]
     seconds = {**t.seconds, "attack": time.perf_counter() - tick}
     return AuditResult(
         config=config,
@@ -293,6 +652,13 @@ def audit_features(
         n_unscored=a.n_unscored,
         n_fallback_variance=a.n_fallback_variance,
         seconds=seconds,
+        outcomes=outcomes,
+        population_indices=t.population_indices,
+        population_stats=t.population_stats,
+        hpo=t.hpo,
+        head=t.head,
+        dp=t.dp,
+        film=t.film,
     )
 
 
@@ -333,6 +699,15 @@ def write_audit(
         pool_indices=result.pool.indices,
         classes=result.pool.classes,
         test_accuracy=result.test_accuracy,
+        **{f"scores__{o.variant}": o.scores for o in result.outcomes},
+        **(
+            {}
+            if result.population_stats is None
+            else {
+                "population_stats": result.population_stats,
+                "population_indices": result.population_indices,
+            }
+        ),
     )
     # audit.json last: its presence means the run is complete
     atomic_write_bytes(out_dir / "audit.json", (json.dumps(doc, indent=2) + "\n").encode())

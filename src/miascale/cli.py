@@ -256,10 +256,63 @@ def audit(
         int | None, typer.Option("--classes", "-c", help="Use a seeded random subset of C classes.")
     ] = None,
     shadow_models: ShadowOpt = 64,
-    attack: Annotated[str, typer.Option("--attack", help="Attack: lira.")] = "lira",
+    attack: Annotated[
+        str,
+        typer.Option(
+            "--attack",
+            help="lira, rmia, loss, all, a variant (lira-offline, rmia-offline, …) or a comma "
+            "list; all run on the same trained models. The first is the primary attack.",
+        ),
+    ] = "lira",
     lira_variant: Annotated[
-        str, typer.Option("--lira-variant", help="online | offline")
+        str,
+        typer.Option("--lira-variant", "--mode", help="online | offline (for bare lira / rmia)"),
     ] = "online",
+    gamma: Annotated[float, typer.Option("--gamma", help="RMIA's γ.")] = 1.0,
+    rmia_a: Annotated[
+        float | None,
+        typer.Option("--rmia-a", help="Offline RMIA's a in [0, 1] (default: tuned on shadows)."),
+    ] = None,
+    population: Annotated[
+        int, typer.Option("--population", help="RMIA population points (train split, not pool).")
+    ] = 10_000,
+    hpo: Annotated[
+        int | None,
+        typer.Option(
+            "--hpo",
+            help="Optuna trials tuning the head on a 70/30 split of one target-like training set; "
+            "the best values train all K models (default: off; 20 with --paper).",
+        ),
+    ] = None,
+    paper: Annotated[
+        bool,
+        typer.Option("--paper", help="The research's budget: M = 256 shadow models and --hpo 20."),
+    ] = False,
+    epsilon: Annotated[
+        float | None,
+        typer.Option("--epsilon", help="Train DP-SGD heads with this ε (default: no DP)."),
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option("--delta", help="DP δ (default: a power of ten ≤ 1/(10·n)).")
+    ] = None,
+    clip: Annotated[float, typer.Option("--clip", help="DP per-example gradient norm R.")] = 1.0,
+    sampling_rate: Annotated[
+        float | None,
+        typer.Option("--sampling-rate", help="DP Poisson rate q (default: batches of ~128)."),
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", help="DP-SGD steps T.")] = 200,
+    dp_lr: Annotated[float, typer.Option("--dp-lr", help="DP-SGD learning rate.")] = 1.0,
+    finetune: Annotated[
+        str,
+        typer.Option(
+            "--finetune",
+            help="head (on cached features) | film (BatchNorm/LayerNorm scale-shift + head on raw "
+            "images; image backbones only)",
+        ),
+    ] = "head",
+    epochs: Annotated[int, typer.Option("--epochs", help="FiLM: epochs.")] = 10,
+    film_lr: Annotated[float, typer.Option("--film-lr", help="FiLM: Adam learning rate.")] = 3e-3,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="FiLM: batch size.")] = 32,
     variance: Annotated[
         str, typer.Option("--variance", help="per-example | global")
     ] = "per-example",
@@ -290,21 +343,50 @@ def audit(
         raise MiascaleError(
             f"Unknown --membership {membership!r}; choose one of {', '.join(DESIGNS)}."
         )
+    film = None
+    if finetune == "film":
+        from miascale.training.film import FilmConfig
+
+        film = FilmConfig(epochs=epochs, learning_rate=film_lr, batch_size=batch_size)
+    dp = None
+    if epsilon is not None:
+        from miascale.training.dp import DPConfig
+
+        dp = DPConfig(epsilon=epsilon, delta=delta, clip=clip, sampling_rate=sampling_rate,
+                      steps=steps, learning_rate=dp_lr)  # fmt: skip
+    if paper:
+        shadow_models = 256 if shadow_models == 64 else shadow_models
+        hpo = 20 if hpo is None else hpo
     config = AuditConfig(
         shots=shots, classes=classes, shadow_models=shadow_models, attack=attack,
         lira_variant=lira_variant, variance=variance, location=location, membership=membership,
         fpr=_parse_fpr(fpr), seed=seed, head=HeadConfig(l2=l2, optimizer=optimizer),
+        rmia_gamma=gamma, rmia_a=rmia_a, population=population, hpo_trials=hpo or 0, dp=dp,
+        finetune=finetune, film=film,
     ).validate()  # fmt: skip
-    fs = _features(dataset, backbone, resolution, min_per_class, None, device)
-    err.print(
-        f"auditing {fs.dataset} × {fs.backbone.name}: S={shots}, "
-        f"C={classes or len(fs.class_names)}, K={config.n_models} models"
-    )
-    result = audit_features(
-        fs.x_train, fs.y_train, fs.x_test, fs.y_test, config, fs.class_names, device=device
-    )
-    provenance = {"dataset": fs.dataset, "dataset_fingerprint": fs.dataset_fingerprint,
-                  "backbone": fs.backbone.config(), "feature_cache_key": fs.key}  # fmt: skip
+    if finetune == "film":
+        from miascale.audit import audit_film
+        from miascale.data import load_dataset
+
+        ds = load_dataset(dataset, min_per_class=min_per_class)
+        err.print(f"auditing {ds.name} × {backbone} (FiLM): S={shots}, "
+                  f"C={classes or ds.n_classes}, K={config.n_models} models")  # fmt: skip
+        result = audit_film(ds, backbone, resolution, config, device=device)
+        name = f"{backbone} FiLM"
+        provenance = {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
+                      "backbone": backbone, "resolution": result.film["resolution"]}  # fmt: skip
+    else:
+        fs = _features(dataset, backbone, resolution, min_per_class, None, device)
+        err.print(
+            f"auditing {fs.dataset} × {fs.backbone.name}: S={shots}, "
+            f"C={classes or len(fs.class_names)}, K={config.n_models} models"
+        )
+        result = audit_features(
+            fs.x_train, fs.y_train, fs.x_test, fs.y_test, config, fs.class_names, device=device
+        )
+        name = fs.backbone.name
+        provenance = {"dataset": fs.dataset, "dataset_fingerprint": fs.dataset_fingerprint,
+                      "backbone": fs.backbone.config(), "feature_cache_key": fs.key}  # fmt: skip
     doc = {**result.summary(), "provenance": provenance}
     pe_doc = None
     if per_example_:
@@ -317,23 +399,38 @@ def audit(
     if json_:
         _emit_json(doc)
         return
-    t = Table(title=f"{fs.dataset} × {fs.backbone.name}, S={shots}, K={config.n_models}, "
-                    f"LiRA {lira_variant}")  # fmt: skip
-    for col in ("FPR", "TPR", "95% CI", "advantage", "negatives", "resolvable"):
+    t = Table(title=f"{provenance['dataset']} × {name}, S={shots}, K={config.n_models}")
+    for col in ("attack", "FPR", "TPR", "95% CI", "advantage", "negatives", "resolvable", "AUC"):
         t.add_column(col, justify="right")
-    for m in result.metrics:
-        t.add_row(
-            f"{m.fpr_level:g}", f"{m.tpr:.4f}", f"[{m.ci_low:.4f}, {m.ci_high:.4f}]",
-            f"{m.advantage:+.4f}", str(m.n_neg), "yes" if m.resolvable else "no",
-        )  # fmt: skip
+    for o in result.outcomes:
+        for m in o.metrics:
+            t.add_row(
+                o.variant, f"{m.fpr_level:g}", f"{m.tpr:.4f}", f"[{m.ci_low:.4f}, {m.ci_high:.4f}]",
+                f"{m.advantage:+.4f}", str(m.n_neg), "yes" if m.resolvable else "no",
+                f"{o.auc:.4f}",
+            )  # fmt: skip
     out.print(t)
     acc = result.test_accuracy
     out.print(
-        f"AUC {result.auc:.4f} · best balanced accuracy {result.best_balanced_accuracy:.4f} · "
-        f"test accuracy {acc.mean():.4f} ± {acc.std():.4f} · "
+        f"{result.outcomes[0].variant}: AUC {result.auc:.4f} · best balanced accuracy "
+        f"{result.best_balanced_accuracy:.4f} · test accuracy {acc.mean():.4f} ± {acc.std():.4f} · "
         f"{result.converged}/{config.n_models} heads converged · "
         f"{result.n_unscored} unscored pairs · {sum(result.seconds.values()):.1f} s"
     )
+    if result.dp is not None:
+        d = result.dp
+        out.print(
+            f"DP-SGD heads: accountant ε = {d['epsilon']:.4g} (target {d['target_epsilon']:g}), "
+            f"δ = {d['delta']:.0e}, σ = {d['noise_multiplier']:.4g}, q = {d['sampling_rate']:.4g}, "
+            f"T = {d['steps']}, clip {d['clip']:g} ({d['accountant']})"
+        )
+    for o in result.outcomes:
+        if o.empirical_epsilon is not None:
+            e = o.empirical_epsilon
+            out.print(
+                f"{o.variant}: empirical ε ≥ {e['epsilon_lb']:.3f} (95% Clopper–Pearson, simultaneous over all "
+                f"thresholds, δ = {e['delta']:.0e})"
+            )
     if pe_doc is not None:
         pt = Table(title="per-example advantage tpr_n − FPR: distribution and top end")
         for col in ("FPR", "median", "q0.99", "max", "top 1% naive", "top 1% cross-fitted",
@@ -373,9 +470,37 @@ def _classes_value(t: str) -> int | None:
     return None if t.lower() == "all" else int(t)
 
 
-def run_sweep_command(spec, out_dir: Path, device: str = "cpu", quiet: bool = False):
-    """Expand a SweepSpec and run it into ``out_dir`` (resumable); returns (summary, store)."""
-    from miascale.experiments.cells import FeatureMemo, check_variants, make_run_cell
+def _epsilon_value(t: str) -> float | None:
+    return None if t.lower() in ("inf", "none") else float(t)
+
+
+def _attack_variants(text: str) -> tuple[str, ...]:
+    """``--attacks`` of a sweep: bare names and ``all`` expand to variants (online by default)."""
+    from miascale.audit import expand_attacks
+
+    return expand_attacks(text)
+
+
+def run_sweep_command(
+    spec,
+    out_dir: Path,
+    device: str = "cpu",
+    quiet: bool = False,
+    *,
+    backend: str = "local",
+    address: str | None = None,
+    max_retries: int | None = None,
+    on_error: str = "raise",
+    compute=None,
+):
+    """Expand a SweepSpec and run it into ``out_dir`` (resumable); returns (summary, store).
+
+    ``backend`` is ``local`` or ``ray`` (``address``: a running Ray cluster's; ``max_retries``:
+    bounded retries of crashed / out-of-memory cells, default 2 on Ray, 0 locally); ``compute``
+    replaces :func:`~miascale.experiments.cells.compute_cell` (tests).
+    """
+    from miascale.experiments.backends import DEFAULT_MAX_RETRIES, make_backend
+    from miascale.experiments.cells import FeatureMemo, check_variants
     from miascale.experiments.grid import expand
     from miascale.experiments.runner import run_sweep
     from miascale.experiments.store import ResultStore
@@ -386,9 +511,22 @@ def run_sweep_command(spec, out_dir: Path, device: str = "cpu", quiet: bool = Fa
 
         resolve(b, spec.resolution)  # unknown backbone / bad resolution: fail before any work
     memo = FeatureMemo(device, quiet)
-    cells = expand(spec, memo.shots_for(spec.resolution, spec.min_per_class))
+    if max_retries is None:
+        max_retries = DEFAULT_MAX_RETRIES if backend == "ray" else 0
+    # no Ray installed, bad flags: fail before any work
+    runner = make_backend(
+        backend, Path(out_dir), memo, device, address=address, max_retries=max_retries,
+        compute=compute,
+    )  # fmt: skip
+    if hasattr(runner, "connect"):
+        runner.connect()  # a Ray cluster that cannot be reached: fail before any work
+    cells = expand(spec, memo.shots_for(spec.resolution, spec.min_per_class, spec.finetune))
     store = ResultStore.open(out_dir, spec.to_dict())
-    summary = run_sweep(cells, store, make_run_cell(Path(out_dir), memo, device), quiet=quiet)
+    try:
+        summary = run_sweep(cells, store, quiet=quiet, on_error=on_error, backend=runner)
+    except BaseException:
+        store.close()
+        raise
     return summary, store
 
 
@@ -416,9 +554,27 @@ def sweep(
     variants: Annotated[
         str,
         typer.Option(
-            "--attacks", help="Comma-separated attack variants: lira-online, lira-offline."
+            "--attacks",
+            help="lira, rmia, loss, all, variants (lira-offline, rmia-offline) or a comma list; "
+            "all share the trained models.",
         ),
     ] = "lira-online",
+    epsilons: Annotated[
+        str,
+        typer.Option(
+            "--epsilons", help="Privacy axis: comma-separated ε for DP-SGD heads, 'inf' = no DP."
+        ),
+    ] = "inf",
+    dp_delta: Annotated[
+        float | None, typer.Option("--dp-delta", help="DP δ (default below 1/(10·n)).")
+    ] = None,
+    dp_clip: Annotated[float | None, typer.Option("--dp-clip", help="DP clip norm R.")] = None,
+    dp_sampling_rate: Annotated[
+        float | None, typer.Option("--dp-sampling-rate", help="DP Poisson rate q.")
+    ] = None,
+    dp_steps: Annotated[int | None, typer.Option("--dp-steps", help="DP-SGD steps T.")] = None,
+    finetune: Annotated[str, typer.Option("--finetune", help="head | film")] = "head",
+    hpo: Annotated[int, typer.Option("--hpo", help="Optuna trials per cell (0 = off).")] = 0,
     shadow_models: ShadowOpt = 64,
     fpr: FprOpt = "0.1,0.01,0.001",
     resolution: ResolutionOpt = None,
@@ -429,9 +585,34 @@ def sweep(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory (resumable).")] = Path(
         "runs/sweep"
     ),
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="local (this process) or ray (one Ray task per cell; docs/cluster.md).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address", help="Ray cluster address (default: start a local Ray on this machine)."
+        ),
+    ] = None,
+    max_retries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-retries",
+            help="Retries of a cell whose worker crashed or ran out of memory (default: 2 on "
+            "ray, 0 local).",
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Run a grid of audits into a resumable, crash-safe result store (RUN_DIR/results.sqlite)."""
+    """Run a grid of audits into a resumable, crash-safe result store (RUN_DIR/results.sqlite).
+
+    Failed cells are recorded as failed and listed at the end (exit status 1); the other cells
+    complete. Rerunning the same command runs only the failed or missing cells.
+    """
     from miascale.experiments.grid import SweepSpec
 
     if config is not None:
@@ -440,14 +621,20 @@ def sweep(
         spec = SweepSpec(
             datasets=_csv(datasets, str, "--datasets"), backbones=_csv(backbones, str, "--backbones"),
             shots=_csv(shots, int, "--shots"), classes=_csv(classes, _classes_value, "--classes"),
-            seeds=_csv(seeds, int, "--seeds"), variants=_csv(variants, str, "--attacks"),
+            seeds=_csv(seeds, int, "--seeds"), variants=_attack_variants(variants),
             shadow_models=shadow_models, fpr=_csv(fpr, float, "--fpr"), resolution=resolution,
             min_per_class=min_per_class, membership=membership, l2=l2,
+            epsilons=_csv(epsilons, _epsilon_value, "--epsilons"), dp_delta=dp_delta,
+            dp_clip=dp_clip, dp_sampling_rate=dp_sampling_rate, dp_steps=dp_steps,
+            finetune=finetune, hpo=hpo,
         )  # fmt: skip
-    summary, store = run_sweep_command(spec, out_dir, device)
+    summary, store = run_sweep_command(
+        spec, out_dir, device, backend=backend, address=address, max_retries=max_retries,
+        on_error="record",
+    )  # fmt: skip
     n_rows = len(store.rows())
     store.close()
-    result = {**summary.to_dict(), "run_dir": str(out_dir), "rows": n_rows}
+    result = {**summary.to_dict(), "run_dir": str(out_dir), "rows": n_rows, "backend": backend}
     if json_:
         _emit_json(result)
     else:
@@ -456,10 +643,18 @@ def sweep(
             f"{summary.failed} failed) in {summary.seconds:.1f} s → {out_dir}/results.sqlite "
             f"({n_rows} rows)"
         )
+    if summary.failures:  # the other cells are recorded; exit 1 (2 is for user errors)
+        err.print(
+            f"[bold red]{summary.failed} cell(s) failed[/] (rerun the command to retry them):"
+        )
+        for cid, message, label in summary.failures:
+            err.print(f"  {label} [{cid}]: {message}", highlight=False, markup=False)
+        raise typer.Exit(1)
 
 
 def fit_run(run_dir: Path, keep_unresolvable=False, keep_saturated=False):
     """Fit the power law to a run directory's rows and write fit.json; returns the ScalingFit."""
+    from miascale.audit import dp_variant
     from miascale.experiments.store import ResultStore
     from miascale.scaling import fit_power_law, tail_rows
 
@@ -474,11 +669,13 @@ def fit_run(run_dir: Path, keep_unresolvable=False, keep_saturated=False):
     for r in rows:  # "all classes" cells: the law needs the number
         if r["classes"] is None:
             r["classes"] = r["n_classes"]
+        if r.get("epsilon") is not None:  # DP cells: a law of their own per ε
+            r["variant"] = dp_variant(r["variant"], r["epsilon"])
     fit = fit_power_law(
         rows, exclude_unresolvable=not keep_unresolvable, exclude_saturated=not keep_saturated
     )
     doc = fit.to_dict()
-    tails = tail_rows(rows)
+    tails = tail_rows([r for r in rows if r.get("epsilon") is None])
     tail_fit = None
     if (
         tails
@@ -656,12 +853,99 @@ def plan(
         )
 
 
+def _theory_table(doc: dict) -> Table:
+    t = Table(title="slopes of log(TPR − FPR) vs log S; pool/fresh ratios (√2 ≈ 1.414)")
+    cols = ("FPR", "fresh", "pool", "exact", "asym", "−½ from S", "regime", "sep×", "adv×")
+    for col in cols:
+        t.add_column(col, justify="right")
+
+    def f(v, fmt="{:+.3f}"):
+        return "–" if v is None else fmt.format(v)
+
+    for lvl in doc["levels"]:
+        po = lvl.get("pool_offset") or {}
+        t.add_row(
+            f"{lvl['fpr']:g}", f(lvl["slope_simulation_fresh"]), f(lvl["slope_simulation_pool"]),
+            f(lvl["slope_exact"]), "-0.500", f(lvl["asymptotic_onset_shots"], "{:,.0f}"),
+            lvl["regime"][:3], f(po.get("separation_ratio"), "{:.3f}"),
+            f(po.get("advantage_ratio"), "{:.3f}"),
+        )  # fmt: skip
+    return t
+
+
 @app.command()
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="A sweep's run directory.")],
+def theory(
+    dim: Annotated[int, typer.Option("--dim", help="Feature dimension d.")] = 100,
+    sigma: Annotated[float, typer.Option("--sigma", help="Noise σ (x ~ N(m_c, σ²I)).")] = 0.1,
+    classes: Annotated[int, typer.Option("--classes", "-c", help="Classes C (≤ d).")] = 10,
+    shots: Annotated[
+        str, typer.Option("--shots", "-s", help="Comma-separated S (default 1, 2, 4, …, 1024).")
+    ] = "1,2,4,8,16,32,64,128,256,512,1024",
+    shadow_models: ShadowOpt = 64,
+    fpr: FprOpt = "0.1,0.01,0.001",
+    population: Annotated[
+        str, typer.Option("--population", help="fresh | pool | both (simulated populations).")
+    ] = "both",
+    targets: Annotated[
+        int, typer.Option("--targets", help="Simulated targets per S (average case).")
+    ] = 2048,
+    head: Annotated[str, typer.Option("--head", help="linear | softmax")] = "linear",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every simulated draw.")] = 0,
+    out_dir: OutOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Write RUN_DIR/report.html: plots, fit table, plan table, config (one self-contained file)."""
+    """The simplified model of fine-tuning: LiRA simulated vs exact and asymptotic closed forms.
+
+    Class means m̂_c from S Gaussian examples per class; score ⟨x, m̂_y⟩. Reports per FPR level the
+    fitted slope of log(TPR − FPR) on log S (simulation fresh/pool, exact) and the S from which the
+    exact local slope is within 0.05 of −½. --out writes theory.json and theory.png.
+    """
+    from miascale.console import progress_bar
+    from miascale.theory import TheoryConfig, run_theory
+
+    pops = ("fresh", "pool") if population == "both" else (population,)
+    config = TheoryConfig(
+        dim=dim, sigma=sigma, classes=classes, shots=_csv(shots, int, "--shots") or (),
+        shadow_models=shadow_models, fpr=_parse_fpr(fpr), population=pops, n_targets=targets,
+        head=head, seed=seed,
+    ).validate()  # fmt: skip
+    n_steps = 2 + len(pops) * len(set(config.shots))
+    with progress_bar(disable=json_) as bar:
+        task = bar.add_task("theory", total=n_steps)
+
+        def step(msg: str) -> None:
+            bar.update(task, advance=1, description=msg)
+
+        result = run_theory(config, on_step=step)
+    doc = result.to_dict()
+    if out_dir is not None:
+        from miascale.paths import atomic_write_bytes
+        from miascale.report.theory_plot import theory_png
+
+        _write_json(Path(out_dir) / "theory.json", doc)
+        atomic_write_bytes(Path(out_dir) / "theory.png", theory_png(doc))
+    if json_:
+        _emit_json(doc)
+        return
+    out.print(_theory_table(doc))
+    u = doc["population_separation"]
+    out.print(
+        f"separation u = ⟨x, x − m⟩/√(xᵀΣx): median {u['median']:.3g}; standardised "
+        f"u/√S at S = {max(config.shots)}: {u['median'] / max(config.shots) ** 0.5:.3g} "
+        f"({result.seconds:.1f} s)"
+    )
+    if out_dir is not None:
+        out.print(f"wrote {Path(out_dir) / 'theory.json'} and theory.png")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A sweep run directory or a `miascale theory --out` directory.")
+    ],
+    json_: JsonOpt = False,
+) -> None:
+    """Write RUN_DIR/report.html (one self-contained file) for a sweep run and/or `miascale theory` output."""
     from miascale.report import build_report
 
     path = build_report(run_dir)

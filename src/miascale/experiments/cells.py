@@ -12,27 +12,32 @@ from pathlib import Path
 
 import numpy as np
 
-from miascale.audit import AuditConfig, run_attack, save_signals, train_and_signal
+from miascale.audit import (
+    AuditConfig,
+    run_attacks,
+    save_signals,
+    train_and_signal,
+    train_and_signal_film,
+    variant_columns,
+)
 from miascale.backbones import resolve
 from miascale.backbones.cache import FeatureSet, features_for
 from miascale.data import load_dataset
+from miascale.data.base import Dataset
 from miascale.errors import MiascaleError
 from miascale.experiments.grid import Cell, default_shots
+from miascale.training.dp import DPConfig
 from miascale.training.heads import HeadConfig
 from miascale.vulnerability import cross_fitted_tail, tail_fields
 
-# variant name → keyword arguments of run_attack
-VARIANTS: dict[str, dict] = {
-    "lira-online": {"attack": "lira", "lira_variant": "online"},
-    "lira-offline": {"attack": "lira", "lira_variant": "offline"},
-}
-
 
 def check_variants(variants: tuple[str, ...]) -> None:
-    unknown = [v for v in variants if v not in VARIANTS]
+    from miascale.attacks import VARIANT_ARGS
+
+    unknown = [v for v in variants if v not in VARIANT_ARGS]
     if unknown:
         raise MiascaleError(
-            f"Unknown attack variant(s) {unknown}; known variants: {', '.join(VARIANTS)}."
+            f"Unknown attack variant(s) {unknown}; known variants: {', '.join(VARIANT_ARGS)}."
         )
 
 
@@ -44,19 +49,33 @@ class FeatureMemo:
         self.quiet = quiet
         self._memo: dict[tuple, FeatureSet] = {}
 
-    def get(self, dataset: str, backbone: str, resolution, min_per_class) -> FeatureSet:
-        key = (dataset, backbone, resolution, min_per_class)
+    def get(
+        self, dataset: str, backbone: str, resolution, min_per_class, finetune: str = "head"
+    ) -> FeatureSet | Dataset:
+        """The cached features of (dataset, backbone), or for FiLM cells the raw dataset."""
+        key = (dataset, backbone, resolution, min_per_class, finetune)
         if key not in self._memo:
-            spec = resolve(backbone, resolution)
             ds = load_dataset(dataset, min_per_class=min_per_class)
-            self._memo[key] = features_for(ds, spec, device=self.device, quiet=self.quiet)
+            if finetune == "film":
+                self._memo[key] = ds
+            else:
+                spec = resolve(backbone, resolution)
+                self._memo[key] = features_for(ds, spec, device=self.device, quiet=self.quiet)
         return self._memo[key]
 
-    def shots_for(self, resolution, min_per_class) -> Callable[[str, str, int | None], tuple]:
+    def forget(
+        self, dataset: str, backbone: str, resolution, min_per_class, finetune: str = "head"
+    ) -> None:
+        """Drop a feature set from the memo (the Ray backend does when its cells are done)."""
+        self._memo.pop((dataset, backbone, resolution, min_per_class, finetune), None)
+
+    def shots_for(
+        self, resolution, min_per_class, finetune: str = "head"
+    ) -> Callable[[str, str, int | None], tuple]:
         """Default S list per (dataset, backbone, classes): 1, 2, 4, … up to the feasible max."""
 
         def shots(dataset: str, backbone: str, classes: int | None) -> tuple[int, ...]:
-            fs = self.get(dataset, backbone, resolution, min_per_class)
+            fs = self.get(dataset, backbone, resolution, min_per_class, finetune)
             counts = np.bincount(fs.y_train)
             counts = counts[counts > 0]
             # with class subsampling the chosen classes vary by seed: use the smallest class
@@ -65,23 +84,46 @@ class FeatureMemo:
         return shots
 
 
+def _dp_config(cell: Cell) -> DPConfig | None:
+    if cell.epsilon is None:
+        return None
+    given = {"delta": cell.dp_delta, "clip": cell.dp_clip, "sampling_rate": cell.dp_sampling_rate,
+             "steps": cell.dp_steps}  # fmt: skip
+    return DPConfig(epsilon=cell.epsilon, **{k: v for k, v in given.items() if v is not None})
+
+
 def compute_cell(
-    cell: Cell, fs: FeatureSet, run_dir: Path, device: str = "cpu"
+    cell: Cell, fs: FeatureSet | Dataset, run_dir: Path, device: str = "cpu"
 ) -> tuple[list[dict], str]:
     """Run one cell on its features: train, attack, write ``cells/<id>/signals.npz``; return rows.
+
+    FiLM cells (``cell.finetune == "film"``) get the raw :class:`Dataset` instead of features.
 
     A module-level function of picklable arguments, so an execution backend can ship it to a worker.
     """
     config = AuditConfig(
         shots=cell.shots, classes=cell.classes, shadow_models=cell.shadow_models,
-        membership=cell.membership, fpr=tuple(cell.fpr), seed=cell.seed,
-        head=HeadConfig(l2=cell.l2),
+        attack=",".join(cell.variants), membership=cell.membership, fpr=tuple(cell.fpr),
+        seed=cell.seed, head=HeadConfig(l2=cell.l2), hpo_trials=cell.hpo, dp=_dp_config(cell),
+        finetune=cell.finetune,
     )  # fmt: skip
-    t = train_and_signal(
-        fs.x_train, fs.y_train, fs.x_test, fs.y_test, config, fs.class_names, device
-    )
+    if cell.finetune == "film":
+        t = train_and_signal_film(fs, cell.backbone, cell.resolution, config, device)
+    else:
+        t = train_and_signal(
+            fs.x_train, fs.y_train, fs.x_test, fs.y_test, config, fs.class_names, device
+        )
     rows: list[dict] = []
     arrays: dict[str, np.ndarray] = {}
+    dp_fields = {} if t.dp is None else {
+        "epsilon": cell.epsilon, "accountant_epsilon": t.dp["epsilon"], "delta": t.dp["delta"],
+        "noise_multiplier": t.dp["noise_multiplier"],
+    }  # fmt: skip
+    hpo_fields = (
+        {}
+        if t.hpo is None
+        else {"hpo_params": dict(t.hpo["best_params"]), "hpo_value": t.hpo["best_value"]}
+    )
     # per-example tail (model-agnostic of the attack variant): naive and cross-fitted
     tails = {
         float(lvl): tail_fields(cross_fitted_tail(t.stats, t.plan.in_mask, lvl, seed=cell.seed))
@@ -89,10 +131,9 @@ def compute_cell(
         else {}
         for lvl in cell.fpr
     }
-    for variant in cell.variants:
-        out = run_attack(t.stats, t.plan.in_mask, cell.fpr, **VARIANTS[variant])
-        arrays[f"scores__{variant}"] = out.scores
-        attack, _, sub = variant.partition("-")
+    for out in run_attacks(t, config):
+        arrays[f"scores__{out.variant}"] = out.scores
+        attack, sub = variant_columns(out.variant)
         for m in out.metrics:
             rows.append(
                 {
@@ -106,6 +147,18 @@ def compute_cell(
                     "n_classes": t.pool.n_classes, "unscored_pairs": out.n_unscored,
                     "converged": t.converged, "n_models": config.n_models,
                     **tails[float(m.fpr_level)],
+                    **{f"attack_{k}": v for k, v in out.details.items()},
+                    **hpo_fields,
+                    **({"finetune": cell.finetune} if cell.finetune != "head" else {}),
+                    **dp_fields,
+                    **(
+                        {}
+                        if out.empirical_epsilon is None
+                        else {
+                            "empirical_epsilon": out.empirical_epsilon["epsilon_lb"],
+                            "empirical_epsilon_delta": out.empirical_epsilon["delta"],
+                        }
+                    ),
                 }
             )  # fmt: skip
     rel = Path("cells") / cell.cell_id
@@ -119,17 +172,32 @@ def compute_cell(
         classes=t.pool.classes,
         test_accuracy=t.test_accuracy,
         **arrays,
+        **(
+            {}
+            if t.population_stats is None
+            else {
+                "population_stats": t.population_stats,
+                "population_indices": t.population_indices,
+            }
+        ),
     )
     return rows, str(rel)
 
 
 def make_run_cell(
-    run_dir: Path, memo: FeatureMemo, device: str = "cpu"
+    run_dir: Path,
+    memo: FeatureMemo,
+    device: str = "cpu",
+    compute: Callable[..., tuple[list[dict], str | None]] | None = None,
 ) -> Callable[[Cell], tuple[list[dict], str | None]]:
-    """The local backend's cell runner: features from ``memo``, then :func:`compute_cell`."""
+    """The local backend's cell runner: features from ``memo``, then ``compute`` (default
+    :func:`compute_cell`; tests inject a fake with the same signature)."""
+    compute = compute or compute_cell
 
     def run_cell(cell: Cell) -> tuple[list[dict], str | None]:
-        fs = memo.get(cell.dataset, cell.backbone, cell.resolution, cell.min_per_class)
-        return compute_cell(cell, fs, run_dir, device)
+        fs = memo.get(
+            cell.dataset, cell.backbone, cell.resolution, cell.min_per_class, cell.finetune
+        )
+        return compute(cell, fs, run_dir, device)
 
     return run_cell

@@ -178,6 +178,19 @@ class RunData:
         return sorted({(r["attack"], r["variant"]) for r in self.rows})
 
     @property
+    def plain_rows(self) -> list[dict]:
+        """Rows of ordinarily (non-DP) trained cells."""
+        return [r for r in self.rows if r.get("epsilon") is None]
+
+    @property
+    def dp_rows(self) -> list[dict]:
+        return [r for r in self.rows if r.get("epsilon") is not None]
+
+    @property
+    def plain_attack_variants(self) -> list[tuple[str, str]]:
+        return sorted({(r["attack"], r["variant"]) for r in self.plain_rows})
+
+    @property
     def groups(self) -> list[tuple[str, str, int | None]]:
         """``(dataset, backbone, classes)`` of the rows, sorted (``classes=None``: all, last)."""
         return sorted(
@@ -235,6 +248,12 @@ def load_run(run_dir: str | Path) -> RunData:
             f"results), so there is nothing to report. Run (or resume) `miascale sweep` with this "
             f"--out first."
         )
+    from miascale.audit import dp_variant
+
+    for r in rows:  # DP cells: their own series and laws, labelled with their ε
+        if r.get("epsilon") is not None:
+            r["base_variant"] = r["variant"]
+            r["variant"] = dp_variant(r["variant"], r["epsilon"])
     fit_path = run_dir / FIT_NAME
     if fit_path.is_file():
         fit, source = _read_fit_json(fit_path), f"read from {FIT_NAME}"
@@ -372,7 +391,7 @@ def _section_advantage(run: RunData) -> str:
         floor = plots.advantage_floor(series)
         floors.append(floor)
         title = f"{dataset} / {backbone}, C = {_fmt_c(classes)}, {attack}-{variant}"
-        png = plots.advantage_plot(title, series, floor)
+        png = plots.advantage_plot(title, series, floor, _dp_bound_lines(panels[key]))
         cap = None if any_fit else "No fitted line: the law could not be fitted for these levels."
         figs.append(_figure(png, f"Advantage vs shots: {title}", cap))
     floor_txt = ", ".join(sorted({f"{f:.0e}" for f in floors}))
@@ -390,6 +409,22 @@ def _section_advantage(run: RunData) -> str:
     )
     out += figs
     return "\n".join(out)
+
+
+def _dp_bound_lines(by_fpr: Mapping[float, Mapping[int, list[dict]]]) -> list:
+    """For a DP panel: the advantage an (ε, δ)-DP model allows at each FPR level (dotted lines)."""
+    from miascale.privacy import dp_roc_bound
+
+    lines = []
+    for i, fpr in enumerate(sorted(by_fpr, reverse=True)):
+        rs = [r for rows in by_fpr[fpr].values() for r in rows]
+        eps = rs[0].get("epsilon") if rs else None
+        if eps is None:
+            return []
+        delta = float(rs[0].get("delta") or 0.0)
+        bound = float(dp_roc_bound(np.array([fpr]), float(eps), delta)[0]) - fpr
+        lines.append((f"(ε={eps:g}, δ={delta:.0e}) bound at FPR {fpr:g}", bound, i))
+    return lines
 
 
 TAIL_SHOWN = ("q0.99", "max")
@@ -504,7 +539,7 @@ def _load_signals(folder: Path) -> dict[str, np.ndarray]:
 def _roc_for(sig: dict[str, np.ndarray], attack: str, variant: str, single: bool):
     from miascale.metrics import roc_curve
 
-    key = f"scores__{attack}-{variant}"
+    key = f"scores__{variant_name(attack, variant)}"
     if key not in sig:
         if single and "scores" in sig:
             key = "scores"
@@ -523,6 +558,11 @@ def _roc_for(sig: dict[str, np.ndarray], attack: str, variant: str, single: bool
         raise ValueError(str(e)) from None
 
 
+def variant_name(attack: str, variant: str) -> str:
+    """Row columns → the attack variant's name (``loss``/``global`` → ``loss``)."""
+    return attack if variant == "global" else f"{attack}-{variant}"
+
+
 def _pick_shots(shots: list[int]) -> list[int]:
     shots = sorted(set(shots))
     if len(shots) <= 3:
@@ -539,8 +579,8 @@ def _section_roc(run: RunData) -> str:
     n_without = 0
     for c in run.cells:
         cfg = c.get("config") or {}
-        if c.get("status") != "done":
-            continue
+        if c.get("status") != "done" or cfg.get("epsilon") is not None:
+            continue  # DP cells: see the privacy section
         folder = _resolve_artifacts(run.run_dir, c.get("artifacts"))
         if folder is None:
             n_without += 1
@@ -555,7 +595,7 @@ def _section_roc(run: RunData) -> str:
             )
         )
         return "\n".join(out)
-    avs = run.attack_variants
+    avs = run.plain_attack_variants
     single = len(avs) == 1
     groups = sorted(by_group, key=_group_key)
     notes: list[str] = []
@@ -611,6 +651,241 @@ def _section_roc(run: RunData) -> str:
             notes.append(f"No usable signals for {title}.")
     if notes:
         out.append("<ul>" + "".join(f'<li class="note">{_e(n)}</li>' for n in notes) + "</ul>")
+    return "\n".join(out)
+
+
+def _median_range(values: list[float], digits: int = 3) -> str:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return DASH
+    med = fmt_num(float(np.median(vals)), digits)
+    if len(vals) == 1:
+        return med
+    return f"{med} [{fmt_num(min(vals), digits)}, {fmt_num(max(vals), digits)}]"
+
+
+def _section_attacks(run: RunData) -> str:
+    """Side-by-side TPR@FPR of every attack variant run on the same models (non-DP cells)."""
+    avs = run.plain_attack_variants
+    if len(avs) < 2:
+        return ""
+    out = ['<h2 id="attacks">Attacks side by side</h2>']
+    out.append(
+        '<p class="caption">'
+        + _e(
+            "All attack variants of a cell score the same trained models. Each entry: median over "
+            "seeds of TPR at the FPR level, with the smallest and largest seed in brackets; AUC "
+            "likewise. β_S: the fitted slope of the power law (see the fit table)."
+        )
+        + "</p>"
+    )
+    levels = sorted({float(r["fpr_level"]) for r in run.plain_rows}, reverse=True)
+    table: dict[tuple, dict[tuple, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in run.plain_rows:
+        g = (r["dataset"], r["backbone"], r["classes"])
+        table[g][(int(r["shots"]), r["attack"], r["variant"])].append(r)
+    for g in sorted(table, key=_group_key):
+        out.append(f"<h3>{_e(f'{g[0]} / {g[1]}, C = {_fmt_c(g[2])}')}</h3><table>")
+        head = ["S", "attack"] + [f"TPR @ FPR {t:g}" for t in levels] + ["AUC"]
+        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
+        for s_, attack, variant in sorted(table[g]):
+            rs = table[g][(s_, attack, variant)]
+            cols = []
+            for t in levels:
+                vals = [r["tpr"] for r in rs if float(r["fpr_level"]) == t]
+                cols.append(_median_range(vals, 4))
+            aucs = list({r["cell_id"]: r.get("auc") for r in rs}.values())
+            cells = [str(s_), variant_name(attack, variant), *cols, _median_range(aucs, 4)]
+            out.append(
+                "<tr>"
+                + "".join(
+                    f'<td class="num">{_e(c)}</td>' if i != 1 else f"<td>{_e(c)}</td>"
+                    for i, c in enumerate(cells)
+                )
+                + "</tr>"
+            )
+        out.append("</table>")
+    if run.fit is not None:
+        out.append("<table><tr><th>attack</th><th>FPR</th><th>β_S [95% CI]</th></tr>")
+        for lf in run.fit.levels:
+            if " dp " in lf.variant or lf.attack.startswith("tail"):
+                continue
+            beta = fmt_coef(lf.beta_s, lf.ci_s) if lf.ok else DASH
+            out.append(
+                f"<tr><td>{_e(variant_name(lf.attack, lf.variant))}</td>"
+                f'<td class="num">{lf.fpr_level:g}</td><td class="num">{_e(beta)}</td></tr>'
+            )
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def _has_privacy(run: RunData) -> bool:
+    return bool(run.dp_rows) or any(r.get("empirical_epsilon") is not None for r in run.rows)
+
+
+def _eps_label(eps: float | None) -> str:
+    return "no DP" if eps is None else f"ε = {eps:g}"
+
+
+def _section_privacy(run: RunData) -> str:
+    """DP-trained cells beside ordinary ones: ε × S table, empirical ε, ROC under the DP bound."""
+    if not _has_privacy(run):
+        return ""
+    from miascale.privacy import dp_roc_bound
+
+    out = ['<h2 id="privacy">Differential privacy</h2>']
+    primary = (run.spec.get("variants") or ["lira-online"])[0]
+    rows = [r for r in run.rows
+            if variant_name(r["attack"], r.get("base_variant", r["variant"])) == primary]  # fmt: skip
+    levels = sorted({float(r["fpr_level"]) for r in rows})
+    if not rows or not levels:
+        return ""
+    level = 0.01 if 0.01 in levels else levels[len(levels) // 2]
+    epsilons = sorted({r.get("epsilon") for r in rows}, key=lambda e: (e is not None, e or 0.0))
+    by: dict[tuple, dict[tuple, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if float(r["fpr_level"]) == level:
+            g = (r["dataset"], r["backbone"], r["classes"])
+            by[g][(int(r["shots"]), r.get("epsilon"))].append(r)
+    out.append(
+        '<p class="caption">'
+        + _e(
+            f"Attack {primary} at FPR {level:g}: median over seeds of TPR, test accuracy and the "
+            "empirical ε lower bound (from Clopper–Pearson bounds on TPR and FPR over all "
+            "thresholds, at the δ shown; for DP cells next to the accountant's ε). DP-SGD cells "
+            "train the heads with per-example clipping and Gaussian noise calibrated by the "
+            "dp-accounting PLD accountant."
+        )
+        + "</p>"
+    )
+    for g in sorted(by, key=_group_key):
+        out.append(f"<h3>{_e(f'{g[0]} / {g[1]}, C = {_fmt_c(g[2])}')}</h3><table>")
+        head = ["S", *(_eps_label(e) for e in epsilons)]
+        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
+        for s_ in sorted({k[0] for k in by[g]}):
+            cells = [f'<td class="num">{s_}</td>']
+            for e in epsilons:
+                rs = by[g].get((s_, e), [])
+                if not rs:
+                    cells.append(f"<td>{DASH}</td>")
+                    continue
+                tpr = _median_range([r["tpr"] for r in rs], 4)
+                acc = _median_range([r.get("test_accuracy") for r in rs], 3)
+                lb = _median_range([r.get("empirical_epsilon") for r in rs], 2)
+                acct = [r.get("accountant_epsilon") for r in rs if r.get("accountant_epsilon")]
+                txt = f"TPR {tpr}<br>acc {acc}<br>ε_lb {lb}"
+                if acct:
+                    txt += f" (accountant {float(acct[0]):.3g}, δ {float(rs[0]['delta']):.0e})"
+                elif rs[0].get("empirical_epsilon_delta") is not None:
+                    txt += f" (δ {float(rs[0]['empirical_epsilon_delta']):.0e})"
+                cells.append(f'<td class="num">{txt}</td>')
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</table>")
+    # ROC curves of the largest S with DP cells, under each ε's bound region
+    figs = []
+    cells_by: dict[tuple, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
+    for c in run.cells:
+        cfg = c.get("config") or {}
+        folder = _resolve_artifacts(run.run_dir, c.get("artifacts"))
+        if c.get("status") != "done" or folder is None:
+            continue
+        g = (cfg.get("dataset"), cfg.get("backbone"), cfg.get("classes"))
+        cells_by[g][(int(cfg.get("shots")), cfg.get("epsilon"))].append(
+            (cfg.get("seed", 0), folder)
+        )
+    deltas = {r.get("epsilon"): float(r.get("delta") or 0.0) for r in run.dp_rows}
+    for g in sorted(cells_by, key=_group_key):
+        dp_shots = [k[0] for k in cells_by[g] if k[1] is not None]
+        if not dp_shots:
+            continue
+        s_top = max(dp_shots)
+        series = []
+        fpr_grid = np.logspace(-5, 0, 200)
+        for ci, e in enumerate(epsilons):
+            cands = sorted(cells_by[g].get((s_top, e), []), key=lambda t: t[0])
+            if not cands:
+                continue
+            try:
+                sig = _load_signals(cands[0][1])
+                attack, _, sub = primary.partition("-")
+                roc = _roc_for(sig, attack, sub or "global", single=True)
+            except ValueError:
+                continue
+            series.append(plots.RocSeries(f"{_eps_label(e)}, seed {cands[0][0]}", roc.fpr,
+                                          roc.tpr, color=ci, style=0))  # fmt: skip
+            if e is not None:
+                bound = dp_roc_bound(fpr_grid, float(e), deltas.get(e, 0.0))
+                series.append(plots.RocSeries(f"(ε = {e:g}, δ) bound", fpr_grid, bound,
+                                              color=ci, style=2))  # fmt: skip
+        if series:
+            title = f"{g[0]} / {g[1]}, C = {_fmt_c(g[2])}, S = {s_top}, {primary}"
+            figs.append(_figure(plots.roc_plot(title, series), f"ROC under DP bounds: {title}",
+                                "Solid: the attack's ROC; dotted: the most any attack can achieve "
+                                "against an (ε, δ)-DP model, TPR ≤ min(e^ε·FPR + δ, "
+                                "1 − e^−ε·(1 − δ − FPR))."))  # fmt: skip
+    out += figs
+    return "\n".join(out)
+
+
+THEORY_NAME = "theory.json"
+
+
+def _read_theory(run_dir: Path) -> dict | None:
+    path = run_dir / THEORY_NAME
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc["levels"], list) or not isinstance(doc["curves"], list):
+            raise TypeError("'levels' and 'curves' must be lists")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise MiascaleError(
+            f"Cannot read the theory results {path}: {e}. Write them again with "
+            f"`miascale theory --out {run_dir}`."
+        ) from None
+    return doc
+
+
+def _section_theory(doc: dict | None) -> str:
+    """The simplified model of fine-tuning (``miascale theory``): slopes and the figure."""
+    if doc is None:
+        return ""
+    from miascale.report.theory_plot import theory_png
+
+    cfg = doc.get("config", {})
+    out = ['<h2 id="theory">Theory: the simplified model of fine-tuning</h2>']
+    out.append(
+        '<p class="caption">'
+        + _e(
+            "Class means estimated from S examples; score ⟨x, m̂_y⟩; LiRA, the membership plan and "
+            "the metrics are the product's own. Exact: the Neyman–Pearson test of the closed-form "
+            "score laws; asymptotic: the −½ law. Slopes are fitted over the simulated S range; "
+            "'−½ from S' is where the exact local slope comes within 0.05 of −½. "
+            + ", ".join(f"{k} = {v}" for k, v in cfg.items() if not isinstance(v, list | dict))
+        )
+        + "</p>"
+    )
+    head = ["FPR", "simulation (fresh)", "simulation (pool)", "exact", "asymptotic", "−½ from S",
+            "regime"]  # fmt: skip
+    out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
+    for lv in doc["levels"]:
+        cells = [f"{lv.get('fpr'):g}"] + [
+            fmt_num(lv.get(k))
+            for k in (
+                "slope_simulation_fresh",
+                "slope_simulation_pool",
+                "slope_exact",
+                "slope_asymptotic",
+            )
+        ]
+        onset = lv.get("asymptotic_onset_shots")
+        cells += [DASH if onset is None else f"{onset:,.0f}", str(lv.get("regime", DASH))]
+        out.append("<tr>" + "".join(f'<td class="num">{_e(c)}</td>' for c in cells) + "</tr>")
+    out.append("</table>")
+    try:
+        out.append(_figure(theory_png(doc), "Theory: advantage vs shots"))
+    except (KeyError, TypeError, ValueError) as e:
+        out.append(_note(f"The theory figure could not be drawn: {e}."))
     return "\n".join(out)
 
 
@@ -694,7 +969,7 @@ def _section_fit(run: RunData) -> str:
 def _section_accuracy(run: RunData) -> str:
     out = ['<h2 id="accuracy">Test accuracy vs shots</h2>']
     per_cell: dict[str, tuple] = {}
-    for r in run.rows:
+    for r in run.plain_rows:  # DP cells: see the privacy section
         acc = r.get("test_accuracy")
         if acc is None or not math.isfinite(acc) or r["cell_id"] in per_cell:
             continue
@@ -821,9 +1096,12 @@ def render_report(run: RunData) -> str:
         _section_tail(run),
         _section_most_vulnerable(run),
         _section_roc(run),
+        _section_attacks(run),
+        _section_privacy(run),
         _section_fit(run),
         _section_accuracy(run),
         _section_plan(run),
+        _section_theory(_read_theory(run.run_dir)),
     ]
     nav = " · ".join(
         f'<a href="#{a}">{_e(t)}</a>'
@@ -831,9 +1109,12 @@ def render_report(run: RunData) -> str:
             ("summary", "Summary"),
             ("advantage", "Advantage vs S"),
             ("roc", "ROC"),
+            *([("attacks", "Attacks")] if len(run.plain_attack_variants) > 1 else []),
+            *([("privacy", "Privacy")] if _has_privacy(run) else []),
             ("fit", "Fit"),
             ("accuracy", "Accuracy"),
             ("plan", "Plan"),
+            *([("theory", "Theory")] if (run.run_dir / THEORY_NAME).is_file() else []),
         ]
     )
     return "\n".join(
@@ -858,6 +1139,27 @@ def render_report(run: RunData) -> str:
     )
 
 
+def render_theory_report(run_dir: Path) -> str:
+    """A report page for a directory that holds only ``theory.json``."""
+    title = "miascale theory report"
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            '<head><meta charset="utf-8">',
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head>",
+            "<body>",
+            f"<h1>{_e(title)}</h1>",
+            f'<p class="muted">Run directory {_e(run_dir)} · generated {_e(now)}</p>',
+            _section_theory(_read_theory(run_dir)),
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
+
+
 def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     """Write the self-contained HTML report of a sweep run and return its path.
 
@@ -866,8 +1168,11 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     :class:`~miascale.errors.MiascaleError` when the directory holds no sweep results.
     """
     run_dir = Path(run_dir)
-    run = load_run(run_dir)
-    page = render_report(run)
+    if not (run_dir / "results.sqlite").is_file() and (run_dir / THEORY_NAME).is_file():
+        page = render_theory_report(run_dir)  # a `miascale theory --out DIR` directory
+    else:
+        run = load_run(run_dir)
+        page = render_report(run)
     out = Path(out_path) if out_path is not None else run_dir / REPORT_NAME
     atomic_write_bytes(out, page.encode("utf-8"))
     return out

@@ -79,11 +79,18 @@ def advantage_floor(series: Sequence[AdvantageSeries]) -> float:
     return float(10.0 ** math.floor(math.log10(min(vals)) - 0.5))
 
 
-def advantage_plot(title: str, series: Sequence[AdvantageSeries], floor: float) -> bytes:
+def advantage_plot(
+    title: str,
+    series: Sequence[AdvantageSeries],
+    floor: float,
+    bounds: Sequence[tuple[str, float, int]] = (),
+) -> bytes:
     """Log-log advantage (TPR - FPR) vs shots, one colour per FPR level.
 
     Filled markers: points in the fit; hollow: excluded; downward triangles at ``floor``: median
-    advantage <= 0. Error-bar lower ends <= 0 are clipped to ``floor``.
+    advantage <= 0. Error-bar lower ends <= 0 are clipped to ``floor``. ``bounds``: dotted
+    horizontal lines ``(label, advantage, series index)``, e.g. the most an (ε, δ)-DP model allows
+    at that series' FPR level, in the series' colour.
     """
     fig = _new_figure()
     ax = fig.subplots()
@@ -138,6 +145,9 @@ def advantage_plot(title: str, series: Sequence[AdvantageSeries], floor: float) 
             )
         if len(s.fit_s):
             ax.plot(s.fit_s, s.fit_y, "-", color=color, linewidth=1.3, alpha=0.9)
+    for label, value, i in bounds:
+        if value > 0:
+            ax.axhline(value, linestyle=":", color=f"C{i % 10}", linewidth=1.2, label=label)
     _plain_log_x(ax)
     ax.set_yscale("log")
     if all_s:
