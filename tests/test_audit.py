@@ -160,7 +160,7 @@ def test_hpo_is_reproducible_and_recorded(tmp_path, data):
 
 
 def test_all_attacks_share_models_and_are_recorded(tmp_path, data):
-    xtr, ytr, xte, yte = data
+    _, _, xte, yte = data
     # RMIA needs >= 100 population points outside the pool: a larger train split
     xbig, ybig = blobs(n_per_class=80, seed=5)
     r = audit_features(xbig, ybig, xte, yte, small(attack="lira,rmia,loss,lira-offline"))
