@@ -178,7 +178,10 @@ def features(
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/demo"),
     paper: Annotated[
-        bool, typer.Option("--paper", help="The paper's budget: M = 256 shadow models, 6 seeds.")
+        bool,
+        typer.Option(
+            "--paper", help="The paper's budget: M = 256 shadow models, 6 seeds, 20 HPO trials."
+        ),
     ] = False,
     shots: Annotated[
         str | None, typer.Option("--shots", help="Comma-separated S (default 1, 2, 4, …, 256).")
@@ -207,7 +210,7 @@ def demo(
         datasets=("fashion-mnist",), backbones=("efficientnet-lite0",),
         shots=_csv(shots, int, "--shots") or (1, 2, 4, 8, 16, 32, 64, 128, 256),
         seeds=tuple(range(6 if paper else 3)), shadow_models=256 if paper else 64,
-        variants=("lira-online",), fpr=(0.1, 0.01, 0.001),
+        variants=("lira-online",), fpr=(0.1, 0.01, 0.001), hpo=20 if paper else 0,
     )  # fmt: skip
     summary, store = run_sweep_command(spec, out_dir)
     store.close()
