@@ -86,6 +86,7 @@ from miascale.training.heads import (
     _check_features,
     _check_labels,
     _check_n_classes,
+    check_in_mask,
     head_logits,
 )
 
@@ -302,15 +303,7 @@ def _check_inputs(
     x = _check_features(features)
     n = x.shape[0]
     y = _check_labels(labels, n, n_classes)
-    mask = np.asarray(in_mask)
-    if mask.ndim != 2 or mask.shape[1] != n or mask.shape[0] == 0:
-        raise MiascaleError(
-            f"in_mask must have shape (K, {n}) with K >= 1 (one row per model), got {mask.shape}."
-        )
-    if mask.dtype != np.bool_:
-        if not np.isin(mask, (0, 1)).all():
-            raise MiascaleError("in_mask must be boolean (or 0/1).")
-        mask = mask.astype(bool)
+    mask = check_in_mask(in_mask, n)
     return x, y, mask, n_classes
 
 

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from miascale.errors import MiascaleError
+from miascale.training.heads import check_in_mask
 
 __all__ = [
     "FilmBackbone",
@@ -563,15 +564,7 @@ def _check_inputs(
         raise MiascaleError(
             f"labels must lie in [0, {n_classes}), got range [{y.min()}, {y.max()}]."
         )
-    mask = np.asarray(in_mask)
-    if mask.ndim != 2 or mask.shape[1] != n or mask.shape[0] == 0:
-        raise MiascaleError(
-            f"in_mask must have shape (K, {n}) with K >= 1 (one row per model), got {mask.shape}."
-        )
-    if mask.dtype != np.bool_:
-        if not np.isin(mask, (0, 1)).all():
-            raise MiascaleError("in_mask must be boolean (or 0/1).")
-        mask = mask.astype(bool)
+    mask = check_in_mask(in_mask, n)
     return x, y.astype(np.int64), mask, int(n_classes)
 
 

@@ -255,6 +255,20 @@ def _check_labels(labels: object, n: int, n_classes: int) -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
+def check_in_mask(in_mask: object, n: int) -> np.ndarray:
+    """The (K, n) membership mask as bool (0/1 accepted); one row per model, K ≥ 1."""
+    mask = np.asarray(in_mask)
+    if mask.ndim != 2 or mask.shape[1] != n or mask.shape[0] == 0:
+        raise MiascaleError(
+            f"in_mask must have shape (K, {n}) with K >= 1 (one row per model), got {mask.shape}."
+        )
+    if mask.dtype != np.bool_:
+        if not np.isin(mask, (0, 1)).all():
+            raise MiascaleError("in_mask must be boolean (or 0/1).")
+        mask = mask.astype(bool)
+    return mask
+
+
 def _check_n_classes(n_classes: object) -> int:
     if not isinstance(n_classes, int | np.integer) or isinstance(n_classes, bool) or n_classes < 2:
         raise MiascaleError(f"n_classes must be an integer >= 2, got {n_classes!r}.")
@@ -699,15 +713,7 @@ def train_heads(
     x = _check_features(features)
     n = x.shape[0]
     y = _check_labels(labels, n, n_classes)
-    mask = np.asarray(in_mask)
-    if mask.ndim != 2 or mask.shape[1] != n or mask.shape[0] == 0:
-        raise MiascaleError(
-            f"in_mask must have shape (K, {n}) with K >= 1 (one row per model), got {mask.shape}."
-        )
-    if mask.dtype != np.bool_:
-        if not np.isin(mask, (0, 1)).all():
-            raise MiascaleError("in_mask must be boolean (or 0/1).")
-        mask = mask.astype(bool)
+    mask = check_in_mask(in_mask, n)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
