@@ -275,3 +275,37 @@ def test_film_audit_end_to_end_with_hpo(monkeypatch):
     with pytest.raises(MiascaleError, match="heads only"):
         AuditConfig(shots=2, finetune="film", dp=__import__("miascale.training.dp").training.dp
                     .DPConfig(epsilon=1.0)).validate()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "msg"),
+    [
+        (["--clip", "2"], r"--clip only apply to --epsilon"),
+        (["--epsilon", "1", "--l2", "0.1"], r"--l2 only apply to exact heads"),
+        (["--epochs", "3"], r"--epochs only apply to --finetune film"),
+        (["--epsilon", "1", "--hpo", "2"], "hpo"),
+        (["--epsilon", "1", "--finetune", "film"], "heads only"),
+    ],
+)
+def test_cli_options_of_another_mode_are_errors(tmp_path, data, extra, msg):
+    xtr, ytr, xte, yte = data
+    p = tmp_path / "f.npz"
+    np.savez(p, features=xtr, labels=ytr, features_test=xte, labels_test=yte)
+    r = CliRunner().invoke(app, ["audit", "--dataset", f"npz:{p}", "--backbone", "identity",
+                                 "--shots", "4", "--shadow-models", "4", *extra])  # fmt: skip
+    assert isinstance(r.exception, MiascaleError), r.output
+    assert __import__("re").search(msg, str(r.exception))
+
+
+def test_cli_dp_audit_prints_the_guarantee(tmp_path, data):
+    xtr, ytr, xte, yte = data
+    p = tmp_path / "f.npz"
+    np.savez(p, features=xtr, labels=ytr, features_test=xte, labels_test=yte)
+    r = CliRunner().invoke(app, ["audit", "--dataset", f"npz:{p}", "--backbone", "identity",
+                                 "--shots", "4", "--shadow-models", "4", "--epsilon", "2",
+                                 "--steps", "20", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["privacy"]["steps"] == 20 and doc["privacy"]["epsilon"] <= 2.0 * 1.01
+    # the noise seed actually used is recorded: the plan seed derived from --seed 0
+    assert doc["privacy"]["seed"] == doc["membership"]["seed"]

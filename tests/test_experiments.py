@@ -144,7 +144,8 @@ def test_epsilon_axis_expands_and_parses_inf():
     toml = SweepSpec.from_dict({**_spec().to_dict(), "epsilons": ["inf", 2]})
     assert toml.epsilons == (None, 2.0)
     for bad in ({"epsilons": [0]}, {"epsilons": ["x"]}, {"dp_delta": 1.5}, {"finetune": "full"},
-                {"hpo": -1}):  # fmt: skip
+                {"hpo": -1}, {"epsilons": [1], "hpo": 2}, {"dp_clip": 2.0},
+                {"epsilons": [1], "finetune": "film"}):  # fmt: skip
         with pytest.raises(MiascaleError):
             SweepSpec.from_dict({**_spec().to_dict(), **bad})
 

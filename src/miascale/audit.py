@@ -370,7 +370,7 @@ def train_and_signal(
         dp_config = replace(config.dp, seed=plan_seed)
         heads = train_dp_heads(features, pool.labels, plan.in_mask, pool.n_classes, dp_config,
                                device=device, progress=report)  # fmt: skip
-        dp_doc = heads.privacy_dict()
+        dp_doc = {**heads.privacy_dict(), "seed": dp_config.seed}  # derived from the audit seed
         converged, logits_of = config.n_models, dp_head_logits
     else:
         heads = train_heads(
@@ -444,8 +444,10 @@ def train_and_signal_film(
         from miascale.hpo import apply_params, film_space, hpo_split, tune
 
         tick = time.perf_counter()
-        split_seed, sampler_seed = np.random.SeedSequence(plan_seed).spawn(2)
-        tr, va = hpo_split(pool.labels, config.shots, int(split_seed.generate_state(1)[0]))
+        split_ss, sampler_ss = np.random.SeedSequence(plan_seed).spawn(2)
+        split_seed = int(split_ss.generate_state(1)[0])
+        sampler_seed = int(sampler_ss.generate_state(1)[0])
+        tr, va = hpo_split(pool.labels, config.shots, split_seed)
 
         def objective(params: dict) -> float:
             cfg = apply_params(film_config, params)
@@ -454,9 +456,11 @@ def train_and_signal_film(
             pred = film_logits(m, bb, x_pool[va])[0].argmax(-1)
             return float((pred == pool.labels[va]).mean())
 
-        result = tune(objective, film_space(), config.hpo_trials,
-                      int(sampler_seed.generate_state(1)[0]), metric="validation_accuracy",
-                      info={"target": "film", "n_train": len(tr), "n_val": len(va)})  # fmt: skip
+        result = tune(objective, film_space(), config.hpo_trials, sampler_seed,
+                      metric="validation_accuracy",
+                      info={"target": "film", "seed": plan_seed, "split_seed": split_seed,
+                            "sampler_seed": sampler_seed, "shots": config.shots,
+                            "n_train": len(tr), "n_val": len(va)})  # fmt: skip
         film_config = apply_params(film_config, result.best_params)
         hpo_doc = result.to_dict()
         timings["hpo"] = time.perf_counter() - tick

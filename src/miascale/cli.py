@@ -179,9 +179,7 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/demo"),
     paper: Annotated[
         bool,
-        typer.Option(
-            "--paper", help="The paper's budget: M = 256 shadow models, 6 seeds, 20 HPO trials."
-        ),
+        typer.Option("--paper", help="The paper's budget: M = 256 shadow models, 6 seeds."),
     ] = False,
     shots: Annotated[
         str | None, typer.Option("--shots", help="Comma-separated S (default 1, 2, 4, …, 256).")
@@ -210,7 +208,7 @@ def demo(
         datasets=("fashion-mnist",), backbones=("efficientnet-lite0",),
         shots=_csv(shots, int, "--shots") or (1, 2, 4, 8, 16, 32, 64, 128, 256),
         seeds=tuple(range(6 if paper else 3)), shadow_models=256 if paper else 64,
-        variants=("lira-online",), fpr=(0.1, 0.01, 0.001), hpo=20 if paper else 0,
+        variants=("lira-online",), fpr=(0.1, 0.01, 0.001),
     )  # fmt: skip
     summary, store = run_sweep_command(spec, out_dir)
     store.close()
@@ -298,13 +296,19 @@ def audit(
     delta: Annotated[
         float | None, typer.Option("--delta", help="DP δ (default: a power of ten ≤ 1/(10·n)).")
     ] = None,
-    clip: Annotated[float, typer.Option("--clip", help="DP per-example gradient norm R.")] = 1.0,
+    clip: Annotated[
+        float | None, typer.Option("--clip", help="DP per-example gradient norm R (default 1).")
+    ] = None,
     sampling_rate: Annotated[
         float | None,
         typer.Option("--sampling-rate", help="DP Poisson rate q (default: batches of ~128)."),
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", help="DP-SGD steps T.")] = 200,
-    dp_lr: Annotated[float, typer.Option("--dp-lr", help="DP-SGD learning rate.")] = 1.0,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="DP-SGD steps T (default 200).")
+    ] = None,
+    dp_lr: Annotated[
+        float | None, typer.Option("--dp-lr", help="DP-SGD learning rate (default 1).")
+    ] = None,
     finetune: Annotated[
         str,
         typer.Option(
@@ -313,9 +317,13 @@ def audit(
             "images; image backbones only)",
         ),
     ] = "head",
-    epochs: Annotated[int, typer.Option("--epochs", help="FiLM: epochs.")] = 10,
-    film_lr: Annotated[float, typer.Option("--film-lr", help="FiLM: Adam learning rate.")] = 3e-3,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="FiLM: batch size.")] = 32,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="FiLM: epochs (10).")] = None,
+    film_lr: Annotated[
+        float | None, typer.Option("--film-lr", help="FiLM: Adam learning rate (3e-3).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="FiLM: batch size (32).")
+    ] = None,
     variance: Annotated[
         str, typer.Option("--variance", help="per-example | global")
     ] = "per-example",
@@ -323,8 +331,12 @@ def audit(
     membership: MembershipOpt = "balanced",
     fpr: FprOpt = "0.1,0.01,0.001",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the pool and membership draws.")] = 0,
-    l2: L2Opt = 1e-3,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="lbfgs | adam")] = "lbfgs",
+    l2: Annotated[
+        float | None, typer.Option("--l2", help="L2 strength of the heads (default 1e-3).")
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option("--optimizer", help="lbfgs (default) | adam")
+    ] = None,
     per_example_: Annotated[
         bool,
         typer.Option(
@@ -346,24 +358,37 @@ def audit(
         raise MiascaleError(
             f"Unknown --membership {membership!r}; choose one of {', '.join(DESIGNS)}."
         )
+    # options of one training mode given without that mode: an error, never silently ignored
+    # flag → (config field, value)
+    dp_opts = {"--delta": ("delta", delta), "--clip": ("clip", clip),
+               "--sampling-rate": ("sampling_rate", sampling_rate), "--steps": ("steps", steps),
+               "--dp-lr": ("learning_rate", dp_lr)}  # fmt: skip
+    film_opts = {"--epochs": ("epochs", epochs), "--film-lr": ("learning_rate", film_lr),
+                 "--batch-size": ("batch_size", batch_size)}  # fmt: skip
+    head_opts = {"--l2": ("l2", l2), "--optimizer": ("optimizer", optimizer)}
+    _only_with(dp_opts, epsilon is not None, "--epsilon (DP-SGD heads)")
+    _only_with(film_opts, finetune == "film", "--finetune film")
+    _only_with(head_opts, epsilon is None and finetune == "head", "exact heads (no --epsilon, "
+               "--finetune head)")  # fmt: skip
     film = None
     if finetune == "film":
         from miascale.training.film import FilmConfig
 
-        film = FilmConfig(epochs=epochs, learning_rate=film_lr, batch_size=batch_size)
+        film = FilmConfig(**{k: v for k, v in film_opts.values() if v is not None})
     dp = None
     if epsilon is not None:
         from miascale.training.dp import DPConfig
 
-        dp = DPConfig(epsilon=epsilon, delta=delta, clip=clip, sampling_rate=sampling_rate,
-                      steps=steps, learning_rate=dp_lr)  # fmt: skip
+        dp = DPConfig(epsilon=epsilon, **{k: v for k, v in dp_opts.values() if v is not None})
     if paper:
         shadow_models = 256 if shadow_models == 64 else shadow_models
-        hpo = 20 if hpo is None else hpo
+        # the research tuned every non-DP setting; tuning DP heads would spend unaccounted privacy
+        hpo = 20 if hpo is None and epsilon is None else hpo
     config = AuditConfig(
         shots=shots, classes=classes, shadow_models=shadow_models, attack=attack,
         lira_variant=lira_variant, variance=variance, location=location, membership=membership,
-        fpr=_parse_fpr(fpr), seed=seed, head=HeadConfig(l2=l2, optimizer=optimizer),
+        fpr=_parse_fpr(fpr), seed=seed,
+        head=HeadConfig(l2=1e-3 if l2 is None else l2, optimizer=optimizer or "lbfgs"),
         rmia_gamma=gamma, rmia_a=rmia_a, population=population, hpo_trials=hpo or 0, dp=dp,
         finetune=finetune, film=film,
     ).validate()  # fmt: skip
@@ -456,6 +481,15 @@ def audit(
     if out_dir is not None:
         extra = " and per_example.npz" if per_example_ else ""
         out.print(f"wrote {Path(out_dir) / 'audit.json'}, signals.npz{extra}")
+
+
+def _only_with(options: dict, active: bool, mode: str) -> None:
+    """Options ``{flag: (field, value)}`` of one training mode: an error when given without it."""
+    given = [flag for flag, (_, v) in options.items() if v is not None]
+    if given and not active:
+        raise MiascaleError(
+            f"{', '.join(given)} only apply to {mode}; leave them out or add that mode."
+        )
 
 
 def _csv(text: str | None, cast, flag: str) -> tuple | None:
@@ -775,7 +809,9 @@ def _coefficients(coefficients: Path | None, beta_s, beta_0, beta_c, fpr: float,
             data = json.loads(Path(coefficients).read_text())
         except (OSError, ValueError) as exc:
             raise MiascaleError(f"Cannot read {coefficients}: {exc}.") from None
-        att, _, var = attack.partition("-")
+        from miascale.audit import variant_columns
+
+        att, var = variant_columns(attack)  # e.g. lira-online → (lira, online); loss → global
         return ScalingFit.from_dict(data).level(att, var, fpr)
     if beta_s is None or beta_0 is None:
         raise MiascaleError(

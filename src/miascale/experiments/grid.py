@@ -202,6 +202,19 @@ class SweepSpec:
             raise MiascaleError(f"hpo must be a number of trials ≥ 0, got {self.hpo!r}.")
         if self.finetune == "film" and any(e is not None for e in self.epsilons):
             raise MiascaleError("DP training (epsilons) is available for heads only, not FiLM.")
+        dp = any(e is not None for e in self.epsilons)
+        if dp and self.hpo:
+            raise MiascaleError(
+                "hpo cannot be combined with DP cells (epsilons): tuning on the private training "
+                "data would spend privacy the accountant does not count."
+            )
+        given = [n for n in ("dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps")
+                 if getattr(self, n) is not None]  # fmt: skip
+        if given and not dp:
+            raise MiascaleError(
+                f"{', '.join(given)} only apply to DP cells; add a numeric ε to epsilons (e.g. "
+                f"--epsilons inf,1,8) or leave them out."
+            )
         return self
 
     def to_dict(self) -> dict:

@@ -412,18 +412,26 @@ def _section_advantage(run: RunData) -> str:
 
 
 def _dp_bound_lines(by_fpr: Mapping[float, Mapping[int, list[dict]]]) -> list:
-    """For a DP panel: the advantage an (ε, δ)-DP model allows at each FPR level (dotted lines)."""
+    """For a DP panel: the advantage an (ε, δ)-DP model allows at each FPR level and S (δ may
+    differ by S: its default depends on the training-set size)."""
     from miascale.privacy import dp_roc_bound
 
     lines = []
     for i, fpr in enumerate(sorted(by_fpr, reverse=True)):
-        rs = [r for rows in by_fpr[fpr].values() for r in rows]
-        eps = rs[0].get("epsilon") if rs else None
-        if eps is None:
-            return []
-        delta = float(rs[0].get("delta") or 0.0)
-        bound = float(dp_roc_bound(np.array([fpr]), float(eps), delta)[0]) - fpr
-        lines.append((f"(ε={eps:g}, δ={delta:.0e}) bound at FPR {fpr:g}", bound, i))
+        shots, values, deltas = [], [], set()
+        eps = None
+        for s_ in sorted(by_fpr[fpr]):
+            rs = by_fpr[fpr][s_]
+            eps = rs[0].get("epsilon") if rs else None
+            if eps is None:
+                return []
+            delta = float(rs[0].get("delta") or 0.0)
+            deltas.add(delta)
+            shots.append(float(s_))
+            values.append(float(dp_roc_bound(np.array([fpr]), float(eps), delta)[0]) - fpr)
+        d = f"{next(iter(deltas)):.0e}" if len(deltas) == 1 else "by S"
+        lines.append((f"(ε={eps:g}, δ={d}) bound at FPR {fpr:g}", np.array(shots),
+                      np.array(values), i))  # fmt: skip
     return lines
 
 
@@ -434,7 +442,7 @@ def _section_tail(run: RunData) -> str:
     """The per-example tail (top 1% and the maximum, naive and cross-fitted) against S."""
     from miascale.scaling import tail_rows
 
-    rows = [{**r, "classes": _numeric_classes(r) or 1} for r in run.rows]
+    rows = [{**r, "classes": _numeric_classes(r) or 1} for r in run.plain_rows]
     trows = [r for r in tail_rows(rows) if r["variant"] in TAIL_SHOWN]
     if not trows:
         return ""
@@ -475,6 +483,8 @@ def _section_most_vulnerable(run: RunData) -> str:
 
     out = ['<h2 id="most-vulnerable">The most vulnerable examples</h2>']
     done = [c for c in run.cells if c.get("status") == "done" and c.get("artifacts")]
+    plain = [c for c in done if (c.get("config") or {}).get("epsilon") is None]
+    done = plain or done  # ordinary training first; DP cells only in an all-DP run
     if not done:
         return "\n".join([*out, _note("No cell artifacts (signals.npz) to read.")])
     cell = max(done, key=lambda c: (c["config"]["shots"], -c["config"]["seed"]))
@@ -590,8 +600,10 @@ def _section_roc(run: RunData) -> str:
     if not by_group:
         out.append(
             _note(
-                "No ROC curves: no cell of this run recorded signal artifacts (signals.npz), so "
-                "only the summary metrics are available."
+                "No ROC curves here: DP cells are shown in the Differential privacy section."
+                if run.dp_rows and not run.plain_rows
+                else "No ROC curves: no cell of this run recorded signal artifacts (signals.npz), "
+                "so only the summary metrics are available."
             )
         )
         return "\n".join(out)
@@ -793,7 +805,8 @@ def _section_privacy(run: RunData) -> str:
         cells_by[g][(int(cfg.get("shots")), cfg.get("epsilon"))].append(
             (cfg.get("seed", 0), folder)
         )
-    deltas = {r.get("epsilon"): float(r.get("delta") or 0.0) for r in run.dp_rows}
+    deltas = {(r["dataset"], r["backbone"], r["classes"], int(r["shots"]), r.get("epsilon")):
+              float(r.get("delta") or 0.0) for r in run.dp_rows}  # fmt: skip
     for g in sorted(cells_by, key=_group_key):
         dp_shots = [k[0] for k in cells_by[g] if k[1] is not None]
         if not dp_shots:
@@ -814,7 +827,7 @@ def _section_privacy(run: RunData) -> str:
             series.append(plots.RocSeries(f"{_eps_label(e)}, seed {cands[0][0]}", roc.fpr,
                                           roc.tpr, color=ci, style=0))  # fmt: skip
             if e is not None:
-                bound = dp_roc_bound(fpr_grid, float(e), deltas.get(e, 0.0))
+                bound = dp_roc_bound(fpr_grid, float(e), deltas.get((*g, s_top, e), 0.0))
                 series.append(plots.RocSeries(f"(ε = {e:g}, δ) bound", fpr_grid, bound,
                                               color=ci, style=2))  # fmt: skip
         if series:
@@ -975,7 +988,11 @@ def _section_accuracy(run: RunData) -> str:
             continue
         per_cell[r["cell_id"]] = ((r["dataset"], r["backbone"], r["classes"]), r["shots"], acc)
     if not per_cell:
-        out.append(_note("No test accuracy was recorded for this run."))
+        out.append(_note(
+            "Test accuracy of DP cells is in the Differential privacy section."
+            if run.dp_rows and not run.plain_rows
+            else "No test accuracy was recorded for this run."
+        ))  # fmt: skip
         return "\n".join(out)
     groups: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for g, s, acc in per_cell.values():

@@ -83,14 +83,14 @@ def advantage_plot(
     title: str,
     series: Sequence[AdvantageSeries],
     floor: float,
-    bounds: Sequence[tuple[str, float, int]] = (),
+    bounds: Sequence[tuple[str, np.ndarray, np.ndarray, int]] = (),
 ) -> bytes:
     """Log-log advantage (TPR - FPR) vs shots, one colour per FPR level.
 
     Filled markers: points in the fit; hollow: excluded; downward triangles at ``floor``: median
-    advantage <= 0. Error-bar lower ends <= 0 are clipped to ``floor``. ``bounds``: dotted
-    horizontal lines ``(label, advantage, series index)``, e.g. the most an (ε, δ)-DP model allows
-    at that series' FPR level, in the series' colour.
+    advantage <= 0. Error-bar lower ends <= 0 are clipped to ``floor``. ``bounds``: dotted lines
+    ``(label, shots, advantage, series index)``, e.g. the most an (ε, δ)-DP model allows at that
+    series' FPR level, in the series' colour.
     """
     fig = _new_figure()
     ax = fig.subplots()
@@ -145,9 +145,11 @@ def advantage_plot(
             )
         if len(s.fit_s):
             ax.plot(s.fit_s, s.fit_y, "-", color=color, linewidth=1.3, alpha=0.9)
-    for label, value, i in bounds:
-        if value > 0:
-            ax.axhline(value, linestyle=":", color=f"C{i % 10}", linewidth=1.2, label=label)
+    for label, b_shots, b_values, i in bounds:
+        ok = np.asarray(b_values) > 0
+        if ok.any():
+            ax.plot(np.asarray(b_shots)[ok], np.asarray(b_values)[ok], linestyle=":",
+                    color=f"C{i % 10}", linewidth=1.2, label=label)  # fmt: skip
     _plain_log_x(ax)
     ax.set_yscale("log")
     if all_s:
