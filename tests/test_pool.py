@@ -66,3 +66,13 @@ def test_bad_arguments(kwargs):
 def test_n_classes_error_says_how_many():
     with pytest.raises(MiascaleError, match="3"):
         draw_pool(_labels([10, 10, 10]), shots=2, n_classes=9)
+
+
+def test_relabel_matches_a_lookup_table():
+    y = np.repeat(np.arange(7), 6)
+    pool = draw_pool(y, 2, 4, seed=3)
+    lookup = {int(c): i for i, c in enumerate(pool.classes)}
+    probe = np.array([0, 1, 2, 3, 4, 5, 6, 6, 0])
+    expected = [lookup.get(int(c), -1) for c in probe]
+    np.testing.assert_array_equal(pool.relabel(probe), expected)
+    np.testing.assert_array_equal(pool.relabel(y[pool.indices]), pool.labels)

@@ -383,18 +383,17 @@ def train_and_signal(
     tick = time.perf_counter()
     stats = lira_statistic(logits_of(heads, features), pool.labels)
     # utility: each model on the test examples of the pool's classes
-    remap = np.full(n_all, -1, dtype=np.int64)
-    remap[pool.classes] = np.arange(pool.n_classes)
-    keep = remap[y_test] >= 0
+    y_test_pool = pool.relabel(y_test)
+    keep = y_test_pool >= 0
     test_acc = np.zeros(config.n_models)
     if keep.any():
         test_logits = logits_of(heads, np.asarray(x_test[keep]))
-        test_acc = (test_logits.argmax(-1) == remap[y_test[keep]][None, :]).mean(axis=1)
+        test_acc = (test_logits.argmax(-1) == y_test_pool[keep][None, :]).mean(axis=1)
     pop_idx = pop_stats = None
     if config.needs_population:
         pop_idx = population_indices(y_train, pool, config.population, pool_seed)
         pop_stats = lira_statistic(logits_of(heads, np.asarray(x_train[pop_idx])),
-                                   remap[y_train[pop_idx]])  # fmt: skip
+                                   pool.relabel(y_train[pop_idx]))  # fmt: skip
     timings["signals"] = time.perf_counter() - tick
     names = tuple(
         (class_names[c] if class_names is not None else str(c)) for c in pool.classes.tolist()
@@ -473,10 +472,9 @@ def train_and_signal_film(
 
     tick = time.perf_counter()
     stats = lira_statistic(film_logits(models, bb, x_pool), pool.labels)
-    remap = np.full(dataset.n_classes, -1, dtype=np.int64)
-    remap[pool.classes] = np.arange(pool.n_classes)
+    y_test_pool = pool.relabel(y_test)
     rng = np.random.default_rng(np.random.SeedSequence([pool_seed, 0x46494C4D]))
-    test_idx = np.flatnonzero(remap[y_test] >= 0)
+    test_idx = np.flatnonzero(y_test_pool >= 0)
     if len(test_idx) > config.film_eval:
         test_idx = np.sort(rng.choice(test_idx, config.film_eval, replace=False))
     test_acc = np.zeros(config.n_models)
@@ -484,13 +482,13 @@ def train_and_signal_film(
         from miascale.data.base import take
 
         x_test = bb.preprocess(take(dataset.x_test, test_idx))
-        test_acc = (film_logits(models, bb, x_test).argmax(-1) == remap[y_test[test_idx]]).mean(1)
+        test_acc = (film_logits(models, bb, x_test).argmax(-1) == y_test_pool[test_idx]).mean(1)
     pop_idx = pop_stats = None
     if config.needs_population:
         pop_idx = population_indices(y_train, pool, min(config.population, config.film_eval),
                                      pool_seed)  # fmt: skip
         pop_stats = lira_statistic(film_logits(models, bb, images_for(dataset, pop_idx, bb)),
-                                   remap[y_train[pop_idx]])  # fmt: skip
+                                   pool.relabel(y_train[pop_idx]))  # fmt: skip
     timings["signals"] = time.perf_counter() - tick
     film_doc = {
         "config": asdict(film_config), "backbone": backbone, "resolution": bb.resolution,

@@ -44,6 +44,12 @@ class Pool:
     def size(self) -> int:
         return int(self.indices.shape[0])
 
+    def relabel(self, labels: np.ndarray) -> np.ndarray:
+        """Original class ids → pool labels ``0..C-1``; ``-1`` for classes outside the pool."""
+        y = np.asarray(labels, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.classes, y), self.n_classes - 1)
+        return np.where(self.classes[pos] == y, pos, -1).astype(np.int64)
+
 
 def _class_name(c: int, class_names: Sequence[str] | Mapping[int, str] | None) -> str:
     if class_names is not None:
