@@ -94,8 +94,13 @@ def test_cell_id_stable_and_sensitive_to_every_field():
     assert [c.cell_id for c in a] == [c.cell_id for c in b]
     cell = a[0]
     assert len(cell.cell_id) == 16 and int(cell.cell_id, 16) >= 0
-    # pinned: the id must not change across versions/machines (resuming depends on it)
-    assert cell.cell_id == _PINNED_ID, cell.cell_id
+    # pinned: the id must not change across versions/machines (resuming depends on it). The
+    # head recipe's old value ("subset") keeps the ids of runs written before "pool" became the
+    # default, so those resume as what they are; the new default gets ids of its own.
+    legacy = dataclasses.replace(cell, standardize="subset")
+    assert legacy.cell_id == _PINNED_ID, legacy.cell_id
+    assert "standardize" not in legacy.to_dict()
+    assert cell.cell_id == _PINNED_POOL_ID, cell.cell_id
     # ints given for floats hash like the floats
     assert expand(_spec(l2=0))[0].cell_id == expand(_spec(l2=0.0))[0].cell_id
     changed = {
@@ -118,6 +123,7 @@ def test_cell_id_stable_and_sensitive_to_every_field():
         "dp_steps": 10,
         "finetune": "film",
         "hpo": 5,
+        "standardize": "none",
     }
     assert set(changed) == {f.name for f in dataclasses.fields(Cell)}
     ids = {cell.cell_id}
@@ -128,6 +134,7 @@ def test_cell_id_stable_and_sensitive_to_every_field():
 
 
 _PINNED_ID = "30af26dec3ef19c7"
+_PINNED_POOL_ID = "dc4bf66008b70a03"
 
 
 def test_epsilon_axis_expands_and_parses_inf():

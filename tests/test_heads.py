@@ -57,20 +57,38 @@ def test_shapes_and_convergence(exact_heads: TrainedHeads) -> None:
     assert h.n_iter >= 1
 
 
-def test_batched_matches_one_at_a_time(pool, exact_heads: TrainedHeads) -> None:
+RECIPES = ("pool", "subset", "none")
+
+
+@pytest.mark.parametrize("standardize", RECIPES)
+def test_batched_matches_one_at_a_time(pool, standardize: str) -> None:
     x, y, mask = pool
+    cfg = HeadConfig(**{**EXACT.__dict__, "standardize": standardize})
+    heads = train_heads(x, y, mask, C, cfg)
+    assert heads.converged.all()
     for k in range(K):
-        w, b = train_head_single(x[mask[k]], y[mask[k]], C, EXACT)
-        assert _rel(exact_heads.weights[k], w) < 1e-4
-        assert _rel(exact_heads.bias[k], b) < 1e-4
+        w, b = train_head_single(x[mask[k]], y[mask[k]], C, cfg, pool_features=x)
+        assert _rel(heads.weights[k], w) < 1e-4
+        assert _rel(heads.bias[k], b) < 1e-4
 
 
-def test_matches_sklearn(pool, exact_heads: TrainedHeads) -> None:
+def test_pool_recipe_needs_the_pool_for_the_reference(pool) -> None:
+    x, y, mask = pool
+    with pytest.raises(MiascaleError, match="pool_features"):
+        train_head_single(x[mask[0]], y[mask[0]], C, EXACT)
+
+
+@pytest.mark.parametrize("standardize", RECIPES)
+def test_matches_sklearn(pool, standardize: str) -> None:
     x, y, mask = pool
     x64 = x.astype(np.float64)
+    cfg = HeadConfig(**{**EXACT.__dict__, "standardize": standardize})
+    exact_heads = train_heads(x, y, mask, C, cfg)
     for k in range(K):
         xk, yk = x64[mask[k]], y[mask[k]]
-        mu, sd = xk.mean(axis=0), xk.std(axis=0)
+        ref = {"pool": x64, "subset": xk, "none": None}[standardize]
+        mu = np.zeros(D) if ref is None else ref.mean(axis=0)
+        sd = np.ones(D) if ref is None else ref.std(axis=0)
         clf = LogisticRegression(C=1.0 / (EXACT.l2 * len(yk)), tol=1e-12, max_iter=100_000)
         clf.fit((xk - mu) / sd, yk)
         # Coefficients in standardised space: V = W * sd.
@@ -212,7 +230,7 @@ def test_preconditioner_helps_on_correlated_features() -> None:
     p_pre = _softmax(head_logits(pre, x))
     p_plain = _softmax(head_logits(plain, x))
     assert np.abs(p_pre - p_plain).max() < 1e-4
-    w, _ = train_head_single(x[mask[0]], y[mask[0]], c, cfg)
+    w, _ = train_head_single(x[mask[0]], y[mask[0]], c, cfg, pool_features=x)
     assert _rel(pre.weights[0], w) < 1e-3
 
 
@@ -223,10 +241,12 @@ def test_feature_constant_on_a_subset_gets_no_weight(pool) -> None:
     x, y, mask = pool
     x = x.astype(np.float64).copy()
     x[mask[0], 0] = 0.0
-    h = train_heads(x, y, mask, C, HeadConfig(l2=1e-2, tol=1e-6))
+    h = train_heads(x, y, mask, C, HeadConfig(l2=1e-2, tol=1e-6, standardize="subset"))
     assert h.converged.all()
     assert np.abs(h.weights[0, 0]).max() < 1e-8
-    w, b = train_head_single(x[mask[0]], y[mask[0]], C, HeadConfig(l2=1e-2, tol=1e-9))
+    w, b = train_head_single(
+        x[mask[0]], y[mask[0]], C, HeadConfig(l2=1e-2, tol=1e-9, standardize="subset")
+    )
     p = _softmax(head_logits(h, x)[0])
     assert np.abs(p - _softmax(x @ w + b)).max() < 1e-3
 

@@ -104,7 +104,7 @@ def compute_cell(
     config = AuditConfig(
         shots=cell.shots, classes=cell.classes, shadow_models=cell.shadow_models,
         attack=",".join(cell.variants), membership=cell.membership, fpr=tuple(cell.fpr),
-        seed=cell.seed, head=HeadConfig(l2=cell.l2), hpo_trials=cell.hpo, dp=_dp_config(cell),
+        seed=cell.seed, head=HeadConfig(l2=cell.l2, standardize=cell.standardize), hpo_trials=cell.hpo, dp=_dp_config(cell),
         finetune=cell.finetune,
     )  # fmt: skip
     if cell.finetune == "film":

@@ -105,6 +105,7 @@ class SweepSpec:
     dp_steps: int | None = None
     finetune: str = "head"  # head | film
     hpo: int = 0  # Optuna trials per cell (0 = off)
+    standardize: str = "pool"  # head recipe: pool | subset | none (HeadConfig.standardize)
 
     def __post_init__(self) -> None:
         def norm(name: str, fn=lambda v: v) -> None:
@@ -200,6 +201,13 @@ class SweepSpec:
             )
         if not _is_int(self.hpo) or self.hpo < 0:
             raise MiascaleError(f"hpo must be a number of trials ≥ 0, got {self.hpo!r}.")
+        from miascale.training.heads import STANDARDIZE
+
+        if self.standardize not in STANDARDIZE:
+            raise MiascaleError(
+                f"Unknown standardize {self.standardize!r} (the head recipe: whose statistics set "
+                f"the feature scale); choose one of {', '.join(STANDARDIZE)}."
+            )
         if self.finetune == "film" and any(e is not None for e in self.epsilons):
             raise MiascaleError("DP training (epsilons) is available for heads only, not FiLM.")
         dp = any(e is not None for e in self.epsilons)
@@ -227,6 +235,8 @@ class SweepSpec:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name in _LATER_SPEC_FIELDS and v == f.default:
+                continue
+            if f.name in _LEGACY_VALUES and v == _LEGACY_VALUES[f.name]:
                 continue
             d[f.name] = list(v) if isinstance(v, tuple) else v
         return d
@@ -277,6 +287,12 @@ class SweepSpec:
         return cls.from_dict(data, source=f"sweep spec file {path}")
 
 
+# Settings whose default changed: they are left out of to_dict (so of spec and cell ids) while
+# they hold the OLD behaviour, which is what runs written before the change used. A run directory
+# of the old recipe therefore resumes as that recipe; the new default gets new ids and never
+# reuses old results.
+_LEGACY_VALUES: dict[str, Any] = {"standardize": "subset"}
+
 _LATER_SPEC_FIELDS = frozenset(
     ("epsilons", "dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps", "finetune", "hpo")
 )
@@ -303,6 +319,7 @@ _SCALAR_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "dp_steps": ("an integer", _is_int),
     "finetune": ("a string", lambda v: isinstance(v, str)),
     "hpo": ("an integer", _is_int),
+    "standardize": ("a string", lambda v: isinstance(v, str)),
 }
 
 
@@ -374,6 +391,7 @@ class Cell:
     dp_steps: int | None = None
     finetune: str = "head"
     hpo: int = 0
+    standardize: str = "pool"
 
     def to_dict(self) -> dict:
         """Plain JSON values (tuples as lists); the input of :attr:`cell_id`.
@@ -384,6 +402,8 @@ class Cell:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name in _LATER_FIELDS and v == f.default:
+                continue
+            if f.name in _LEGACY_VALUES and v == _LEGACY_VALUES[f.name]:
                 continue
             d[f.name] = list(v) if isinstance(v, tuple) else v
         return d
@@ -459,6 +479,7 @@ def expand(spec: SweepSpec, shots_for: ShotsFor | None = None) -> list[Cell]:
                             dp_steps=spec.dp_steps if eps is not None else None,
                             finetune=spec.finetune,
                             hpo=spec.hpo,
+                            standardize=spec.standardize,
                         )
                     )
     return cells

@@ -8,10 +8,19 @@ Objective of head k (the contract)
 ----------------------------------
 Let ``T_k = {i : in_mask[k, i]}`` be model k's training subset and ``n_k = |T_k|``.
 
-1. Standardisation uses model k's OWN subset, as a practitioner training that model alone would:
-   ``mu_k = mean_{i in T_k} x_i`` and ``sd_k = max(std_{i in T_k} x_i, STD_FLOOR)`` per feature
-   (population std, ddof=0; ``STD_FLOOR = 1e-6`` in the units of the features, so a constant
-   feature contributes nothing). ``x~ = (x - mu_k) / sd_k``. An empty subset uses ``mu=0, sd=1``.
+1. Standardisation (``HeadConfig.standardize``) sets the feature scale ``x~ = (x - mu_k) / sd_k``:
+
+   * ``"pool"`` (default): ``mu_k = mu`` and ``sd_k = sd``, the mean and population std (ddof=0)
+     of the WHOLE pool, shared by every model of an audit. A model's tiny subset never sets its
+     feature scale (DESIGN §3; see docs/audit.md "Head recipe" for the measured reason).
+   * ``"subset"``: model k's OWN subset, ``mu_k = mean_{i in T_k} x_i``,
+     ``sd_k = std_{i in T_k} x_i`` (the recipe before 0.4; an empty subset uses ``mu=0, sd=1``).
+     At small S a feature nearly constant on the subset gets a tiny ``sd_k`` and a non-member
+     that differs on it an enormous logit.
+   * ``"none"``: raw features (``mu = 0``, ``sd = 1``), a plain linear probe.
+
+   Standard deviations are floored at ``STD_FLOOR = 1e-6`` (in the units of the features, so a
+   constant feature contributes nothing).
 2. Parameters ``V_k`` (D, C) and ``c_k`` (C,) start at zero and minimise the strictly convex
 
        f_k(V, c) = (1/n_k) * sum_{i in T_k} CE(V^T x~_i + c, y_i) + (l2/2) * ||V||_F^2
@@ -21,7 +30,7 @@ Let ``T_k = {i : in_mask[k, i]}`` be model k's training subset and ``n_k = |T_k|
    ``sum(c_k) = 0`` (gradient methods started at zero stay on it). With that, for ``l2 > 0`` the
    optimum is unique, so the batched result equals training each head alone
    (:func:`train_head_single`), and it gives the same predictions as scikit-learn's
-   ``LogisticRegression(C=1/(l2*n_k))`` on the standardised subset.
+   ``LogisticRegression(C=1/(l2*n_k))`` on the subset standardised as above.
 3. The standardisation is folded into the returned parameters, in the ORIGINAL feature space:
    ``W_k = V_k / sd_k[:, None]`` and ``b_k = c_k - mu_k @ W_k``, so that the logits of any
    example x are simply ``x @ W_k + b_k`` (:func:`head_logits`).
@@ -118,6 +127,8 @@ PRECONDITIONED_ITERATIONS = 100
 """L-BFGS iterations with the preconditioner before unconverged heads fall back to plain L-BFGS."""
 
 _OPTIMIZERS = ("lbfgs", "adam")
+STANDARDIZE = ("pool", "subset", "none")
+"""Feature standardisation recipes of a head (see the module docstring); the first is the default."""
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -147,6 +158,8 @@ class HeadConfig:
         precondition: L-BFGS only: use the scaled Böhning-bound preconditioner described in
             the module docstring (default). ``False`` gives plain L-BFGS with ``H0 = gamma*I``;
             both reach the same optimum.
+        standardize: ``"pool"`` (default), ``"subset"`` or ``"none"``: whose statistics set the
+            feature scale (module docstring, item 1).
     """
 
     l2: float = 1e-3
@@ -160,8 +173,15 @@ class HeadConfig:
     seed: int = 0
     dtype: str = "float64"
     precondition: bool = True
+    standardize: str = "pool"
 
     def __post_init__(self) -> None:
+        if self.standardize not in STANDARDIZE:
+            raise MiascaleError(
+                f"HeadConfig.standardize must be one of {STANDARDIZE} (whose statistics set the "
+                f"feature scale: the pool's, each model's own subset, or none), got "
+                f"{self.standardize!r}."
+            )
         if not (isinstance(self.l2, int | float) and math.isfinite(self.l2) and self.l2 >= 0):
             raise MiascaleError(f"HeadConfig.l2 must be a finite number >= 0, got {self.l2!r}.")
         if self.optimizer not in _OPTIMIZERS:
@@ -298,6 +318,7 @@ class _Problem:
         l2: float,
         dtype: torch.dtype,
         device: torch.device,
+        standardize: str = "pool",
     ) -> None:
         n, d = x.shape
         k = mask.shape[0]
@@ -313,15 +334,25 @@ class _Problem:
         counts = m.sum(dim=1)
         self.counts = counts
         inv_n = 1.0 / counts.clamp(min=1.0)
-        # Masked per-model statistics (two (K,N)@(N,D) matmuls, float64).
-        mu = (m @ xc64) * inv_n[:, None]
-        var = ((m @ (xc64 * xc64)) * inv_n[:, None] - mu * mu).clamp(min=0.0)
-        sd = var.sqrt().clamp(min=STD_FLOOR)
-        empty = counts == 0
-        if bool(empty.any()):
-            mu[empty] = 0.0 - torch.as_tensor(self.center, dtype=f64, device=device)
-            sd[empty] = 1.0
-        self.mu_c = mu  # mean of the subset, in globally centred coordinates
+        self.standardized = standardize != "none"
+        if standardize == "subset":
+            # Masked per-model statistics (two (K,N)@(N,D) matmuls, float64).
+            mu = (m @ xc64) * inv_n[:, None]
+            var = ((m @ (xc64 * xc64)) * inv_n[:, None] - mu * mu).clamp(min=0.0)
+            sd = var.sqrt().clamp(min=STD_FLOOR)
+            empty = counts == 0
+            if bool(empty.any()):
+                mu[empty] = 0.0 - torch.as_tensor(self.center, dtype=f64, device=device)
+                sd[empty] = 1.0
+        elif standardize == "pool":
+            pool_mu = xc64.mean(dim=0)
+            pool_sd = ((xc64 * xc64).mean(dim=0) - pool_mu * pool_mu).clamp(min=0.0).sqrt()
+            mu = pool_mu.expand(k, d).clone()
+            sd = pool_sd.clamp(min=STD_FLOOR).expand(k, d).clone()
+        else:  # raw features; the centring only moves the (unregularised) bias
+            mu = torch.zeros(k, d, dtype=f64, device=device)
+            sd = torch.ones(k, d, dtype=f64, device=device)
+        self.mu_c = mu  # standardisation mean, in globally centred coordinates
         self.sd = sd
         self.inv_sd = 1.0 / sd
         self.inv_sd_t = self.inv_sd.t().contiguous()  # (D, K)
@@ -415,8 +446,10 @@ class _Preconditioner:
     def __init__(self, prob: _Problem, l2: float) -> None:
         n, d = prob.n, prob.d
         xc = prob.xc64  # globally centred
-        sd = (xc * xc).mean(dim=0).sqrt().clamp(min=STD_FLOOR)
-        xs = xc / sd
+        if prob.standardized:  # the heads' parameters live on (approximately) the pool's scale
+            xs = xc / (xc * xc).mean(dim=0).sqrt().clamp(min=STD_FLOOR)
+        else:
+            xs = xc
         if n <= d:  # eigenpairs of Sigma from the (N, N) Gram matrix
             lam, u = torch.linalg.eigh(xs @ xs.t() / n)
         else:
@@ -719,7 +752,9 @@ def train_heads(
     except (RuntimeError, TypeError) as exc:
         raise MiascaleError(f"unknown torch device {device!r}: {exc}") from exc
     with torch.no_grad():
-        prob = _Problem(x, y, mask, n_classes, config.l2, _DTYPES[config.dtype], dev)
+        prob = _Problem(
+            x, y, mask, n_classes, config.l2, _DTYPES[config.dtype], dev, config.standardize
+        )
         if config.optimizer == "lbfgs" and config.precondition:
             # The preconditioner pays off on strongly correlated features (image backbones) but
             # can crawl where the bound is a poor model of the curvature (seen on text
@@ -781,13 +816,15 @@ def train_head_single(
     labels: np.ndarray,
     n_classes: int,
     config: HeadConfig = HeadConfig(),
+    pool_features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train ONE head on all of ``features`` (its training subset): reference path.
 
-    Same objective as :func:`train_heads` (own-subset standardisation, zero init, folded
-    output), solved with scipy's L-BFGS-B in float64 numpy -- an independent code path. Uses
-    ``config.l2``, ``config.tol`` (as ``gtol``) and ``config.max_iter``; the optimizer and
-    dtype fields are ignored because the optimum is unique.
+    Same objective as :func:`train_heads` (zero init, folded output, ``config.standardize``),
+    solved with scipy's L-BFGS-B in float64 numpy -- an independent code path. With
+    ``standardize="pool"`` the statistics come from ``pool_features`` (required: the whole pool
+    the audit's models share). Uses ``config.l2``, ``config.tol`` (as ``gtol``) and
+    ``config.max_iter``; the optimizer and dtype fields are ignored because the optimum is unique.
 
     Returns:
         weights (D, C) and bias (C,) in the original feature space.
@@ -800,8 +837,22 @@ def train_head_single(
     n, d = x.shape
     y = _check_labels(labels, n, n_classes)
     c = n_classes
-    mu = x.mean(axis=0)
-    sd = np.maximum(x.std(axis=0), STD_FLOOR)
+    if config.standardize == "none":
+        mu, sd = np.zeros(d), np.ones(d)
+    else:
+        if config.standardize == "pool":
+            if pool_features is None:
+                raise MiascaleError(
+                    "train_head_single with standardize='pool' needs pool_features (the pool "
+                    "whose statistics set the feature scale)."
+                )
+            ref = _check_features(pool_features, "pool_features")
+            if ref.shape[1] != d:
+                raise MiascaleError(f"pool_features have {ref.shape[1]} dims, features {d}.")
+        else:
+            ref = x
+        mu = ref.mean(axis=0)
+        sd = np.maximum(ref.std(axis=0), STD_FLOOR)
     xs = (x - mu) / sd
     onehot = np.eye(c)[y]
     l2 = config.l2
