@@ -251,8 +251,18 @@ def test_to_dict_is_plain_json() -> None:
         "ci_high",
         "resolvable",
         "advantage",
+        "ci_method",
+        "cp_low",
+        "cp_high",
+        "se",
+        "n_groups",
+        "n_boot",
     }
-    assert all(type(v) in (float, int, bool) for v in d.values())
+    assert d["ci_method"] == "clopper-pearson" and d["se"] is None
+    assert (d["cp_low"], d["cp_high"]) == (d["ci_low"], d["ci_high"])
+    assert (d["n_groups"], d["n_boot"]) == (0, 0)
+    plain = {k: v for k, v in d.items() if k not in ("ci_method", "se")}
+    assert all(type(v) in (float, int, bool) for v in plain.values())
     assert type(d["resolvable"]) is bool and type(d["true_positives"]) is int
     assert d["advantage"] == pytest.approx(r.tpr - 0.05)
     assert json.loads(json.dumps(d)) == d

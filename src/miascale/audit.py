@@ -101,6 +101,7 @@ class AuditConfig:
     finetune: str = "head"  # head (cached features) | film (raw images, see train_and_signal_film)
     film: FilmConfig | None = None  # FiLM settings (None = FilmConfig defaults)
     film_eval: int = 1000  # FiLM: test and population images evaluated per audit, at most
+    bootstrap: int = 200  # resamples of pool examples for TPR@FPR's CI (0 = Clopper-Pearson only)
 
     @property
     def n_models(self) -> int:
@@ -173,6 +174,12 @@ class AuditConfig:
             raise MiascaleError(f"AuditConfig.film must be a FilmConfig, got {self.film!r}.")
         if not isinstance(self.film_eval, int) or self.film_eval < 100:
             raise MiascaleError(f"film_eval must be an integer ≥ 100, got {self.film_eval!r}.")
+        bad_bootstrap = isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int)
+        if bad_bootstrap or self.bootstrap < 0:
+            raise MiascaleError(
+                f"bootstrap must be a number of resamples ≥ 0 (0 = report only the "
+                f"Clopper-Pearson interval of TPR@FPR), got {self.bootstrap!r}."
+            )
         if not isinstance(self.hpo_trials, int) or self.hpo_trials < 0:
             raise MiascaleError(f"--hpo must be a number of trials ≥ 0, got {self.hpo_trials!r}.")
         if not isinstance(self.population, int) or self.population < 100:
@@ -533,9 +540,13 @@ def run_attack(
     rmia_gamma: float = 1.0,
     rmia_a: float | None = None,
     epsilon_delta: float | None = None,
+    bootstrap: int = 200,
+    bootstrap_seed: int = 0,
 ) -> AttackOutcome:
     """Score every (target, example) pair with one attack variant and compute the metrics.
 
+    TPR@FPR's interval is a bootstrap over pool examples with all their target pairs
+    (``bootstrap`` resamples drawn with ``bootstrap_seed``; 0 = Clopper-Pearson only).
     With ``epsilon_delta`` the outcome also holds the empirical lower bound on ε at that δ.
     """
     from miascale.attacks import VARIANT_ARGS
@@ -564,6 +575,7 @@ def run_attack(
             details["a_tuned"] = rmia_a is None
     scored = np.isfinite(res.scores)
     s, lab = res.scores[scored], in_mask[scored]
+    example = np.broadcast_to(np.arange(res.scores.shape[-1]), res.scores.shape)[scored]
     eps_doc = None
     if epsilon_delta is not None:
         from miascale.privacy import empirical_epsilon
@@ -572,7 +584,7 @@ def run_attack(
     return AttackOutcome(
         variant=variant,
         scores=res.scores,
-        metrics=tpr_at_fpr(s, lab, fpr),
+        metrics=tpr_at_fpr(s, lab, fpr, groups=example, n_boot=bootstrap, seed=bootstrap_seed),
         auc=auc(s, lab),
         best_balanced_accuracy=best_balanced_accuracy(s, lab),
         n_unscored=int((~scored).sum()),
@@ -600,6 +612,8 @@ def run_attacks(t: TrainedSignals, config: AuditConfig) -> tuple[AttackOutcome, 
             rmia_gamma=config.rmia_gamma,
             rmia_a=config.rmia_a,
             epsilon_delta=delta,
+            bootstrap=config.bootstrap,
+            bootstrap_seed=config.seed,
         )
         for v in config.variants
     )

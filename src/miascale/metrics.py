@@ -33,10 +33,19 @@ TPR at FPR ``t`` (``0 < t < 1``)
     error in ``t * Q`` (e.g. ``0.29 * 100 == 28.999999999999996``); it is far too small to admit
     an extra false positive unless ``t * Q`` is within ~1e-9 of the next integer.
     Reported with the vertex: its achieved FPR (``<= t``); its threshold (``+inf`` when no
-    vertex other than ``(0, 0)`` qualifies); the TP/FP counts; ``P`` and ``Q``; an exact
-    Clopper-Pearson interval for the TPR (``k = TP``, ``n = P``); and ``resolvable``, whether
-    the level allows at least one false positive (``t * Q >= 1``, with the same slack). An
-    unresolvable level can only report the TPR at FPR exactly 0. ``advantage = TPR - t``.
+    vertex other than ``(0, 0)`` qualifies); the TP/FP counts; ``P`` and ``Q``; an interval for
+    the TPR (below); and ``resolvable``, whether the level allows at least one false positive
+    (``t * Q >= 1``, with the same slack). An unresolvable level can only report the TPR at FPR
+    exactly 0. ``advantage = TPR - t``.
+
+Interval of TPR@t
+    With ``groups`` (the resampling unit of every pair: in an audit the pool example, shared by
+    all K targets) ``ci_low``/``ci_high`` are a percentile bootstrap interval that resamples the
+    units with all their pairs (``n_boot`` resamples, ``numpy.random.default_rng(seed)``), with
+    its standard error ``se``; see :mod:`miascale.bootstrap`. This is the interval audits report.
+    ``cp_low``/``cp_high`` are always the exact Clopper-Pearson interval (``k = TP``, ``n = P``),
+    which assumes independent pairs and is too narrow when an example's pairs are correlated;
+    without ``groups`` (or with ``n_boot = 0``) it is also ``ci_low``/``ci_high``.
 
 AUC
     Probability that a random positive scores higher than a random negative, ties counting
@@ -53,7 +62,8 @@ Clopper-Pearson interval
     ``k = 0`` and ``upper = 1`` when ``k = n``.
 
 Invalid input (shape mismatch, empty input, non-finite scores, labels of a single class, labels
-other than 0/1, FPR levels outside the open interval (0, 1)) raises
+other than 0/1, FPR levels outside the open interval (0, 1), ``groups`` that are not integers of
+the scores' shape, negative ``n_boot``) raises
 :class:`miascale.errors.MiascaleError`.
 """
 
@@ -67,6 +77,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from miascale.bootstrap import (
+    check_groups,
+    check_n_boot,
+    percentile_interval,
+    replicate_tprs,
+)
 from miascale.errors import MiascaleError
 
 __all__ = [
@@ -74,6 +90,7 @@ __all__ = [
     "TprAtFpr",
     "auc",
     "best_balanced_accuracy",
+    "bootstrap_tprs",
     "clopper_pearson",
     "roc_curve",
     "tpr_at_fpr",
@@ -191,6 +208,9 @@ class _Counts:
     thresholds: np.ndarray  # float64, thresholds[0] == +inf, then distinct scores decreasing
     n_pos: int
     n_neg: int
+    y_sorted: np.ndarray  # bool, labels sorted by decreasing score (stable)
+    order: np.ndarray  # the sorting permutation of the flattened pairs
+    ends: np.ndarray  # last sorted index of every run of tied scores (one per vertex after 0)
 
 
 def _roc_counts(scores: Any, labels: Any) -> _Counts:
@@ -207,7 +227,7 @@ def _roc_counts(scores: Any, labels: Any) -> _Counts:
     tp = np.concatenate([zero, tp_cum])
     fp = np.concatenate([zero, fp_cum])
     thresholds = np.concatenate([[np.inf], s_sorted[ends]])
-    return _Counts(tp, fp, thresholds, int(tp[-1]), int(fp[-1]))
+    return _Counts(tp, fp, thresholds, int(tp[-1]), int(fp[-1]), y_sorted, order, ends)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -254,7 +274,12 @@ def roc_curve(scores: Any, labels: Any) -> RocCurve:
 
 @dataclass(frozen=True)
 class TprAtFpr:
-    """TPR of the last ROC vertex with FPR <= ``fpr_level`` (see the module docstring)."""
+    """TPR of the last ROC vertex with FPR <= ``fpr_level`` (see the module docstring).
+
+    ``ci_low``/``ci_high`` is the reported interval, computed by ``ci_method``: ``"bootstrap"``
+    (over ``n_groups`` resampling units, ``n_boot`` resamples, standard error ``se``) or
+    ``"clopper-pearson"``. ``cp_low``/``cp_high`` is always Clopper-Pearson (independent pairs).
+    """
 
     fpr_level: float
     tpr: float
@@ -267,14 +292,28 @@ class TprAtFpr:
     ci_low: float
     ci_high: float
     resolvable: bool
+    ci_method: str = "clopper-pearson"
+    cp_low: float = math.nan  # NaN = same as ci_low (filled in when ci_method is clopper-pearson)
+    cp_high: float = math.nan
+    se: float = math.nan  # bootstrap standard error of the TPR; NaN without bootstrap
+    n_groups: int = 0  # resampling units of the bootstrap; 0 without groups
+    n_boot: int = 0  # bootstrap resamples; 0 without bootstrap
+
+    def __post_init__(self) -> None:
+        if self.ci_method == "clopper-pearson":
+            if math.isnan(self.cp_low):
+                object.__setattr__(self, "cp_low", self.ci_low)
+            if math.isnan(self.cp_high):
+                object.__setattr__(self, "cp_high", self.ci_high)
 
     @property
     def advantage(self) -> float:
         """``tpr - fpr_level``: how much the attack beats random guessing at this level."""
         return self.tpr - self.fpr_level
 
-    def to_dict(self) -> dict[str, float | int | bool]:
-        """Plain Python floats/ints/bools (``threshold`` may be ``inf``), plus ``advantage``."""
+    def to_dict(self) -> dict[str, float | int | bool | str | None]:
+        """Plain Python values (``threshold`` may be ``inf``; a NaN ``se`` is None), plus
+        ``advantage``."""
         return {
             "fpr_level": float(self.fpr_level),
             "tpr": float(self.tpr),
@@ -288,7 +327,17 @@ class TprAtFpr:
             "ci_high": float(self.ci_high),
             "resolvable": bool(self.resolvable),
             "advantage": float(self.advantage),
+            "ci_method": str(self.ci_method),
+            "cp_low": _float_or_none(self.cp_low),
+            "cp_high": _float_or_none(self.cp_high),
+            "se": _float_or_none(self.se),
+            "n_groups": int(self.n_groups),
+            "n_boot": int(self.n_boot),
         }
+
+
+def _float_or_none(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
 
 
 def check_fpr_levels(fpr_levels: float | Iterable[float]) -> np.ndarray:
@@ -317,10 +366,22 @@ def tpr_at_fpr(
     labels: Any,
     fpr_levels: float | Iterable[float],
     confidence: float = 0.95,
+    *,
+    groups: Any = None,
+    n_boot: int = 200,
+    seed: Any = 0,
 ) -> tuple[TprAtFpr, ...]:
-    """TPR at each FPR level in ``fpr_levels`` (one result per level, in the given order)."""
+    """TPR at each FPR level in ``fpr_levels`` (one result per level, in the given order).
+
+    Without ``groups`` the interval is Clopper-Pearson over pairs. With ``groups`` (integers of
+    the scores' shape: the resampling unit of every pair, e.g. its pool example) and ``n_boot >
+    0`` it is the bootstrap interval over those units (module docstring, :mod:`miascale.bootstrap`)
+    drawn with ``numpy.random.default_rng(seed)``.
+    """
     c = _roc_counts(scores, labels)
     levels = check_fpr_levels(fpr_levels)
+    n_boot = check_n_boot(n_boot)
+    gid, n_groups = (None, 0) if groups is None else check_groups(groups, np.shape(scores))
     if levels.size == 0:
         return ()
     budget = fp_budget(levels, c.n_neg)
@@ -329,7 +390,12 @@ def tpr_at_fpr(
     idx = np.searchsorted(c.fp, budget, side="right") - 1
     tp = c.tp[idx]
     fp = c.fp[idx]
-    low, high = clopper_pearson(tp, np.full_like(tp, c.n_pos), confidence)
+    cp_low, cp_high = clopper_pearson(tp, np.full_like(tp, c.n_pos), confidence)
+    low, high, se = cp_low, cp_high, np.full(levels.size, np.nan)
+    boot = gid is not None and n_boot > 0
+    if boot:
+        reps = replicate_tprs(c.y_sorted, gid[c.order], c.ends, n_groups, levels, n_boot, seed)
+        low, high, se = percentile_interval(reps, confidence)
     return tuple(
         TprAtFpr(
             fpr_level=float(levels[i]),
@@ -343,9 +409,35 @@ def tpr_at_fpr(
             ci_low=float(low[i]),
             ci_high=float(high[i]),
             resolvable=bool(budget[i] >= 1),
+            ci_method="bootstrap" if boot else "clopper-pearson",
+            cp_low=float(cp_low[i]),
+            cp_high=float(cp_high[i]),
+            # math.nan itself (one object) keeps results without an se equal under ==
+            se=float(se[i]) if np.isfinite(se[i]) else math.nan,
+            n_groups=n_groups,
+            n_boot=n_boot if boot else 0,
         )
         for i in range(levels.size)
     )
+
+
+def bootstrap_tprs(
+    scores: Any,
+    labels: Any,
+    fpr_levels: float | Iterable[float],
+    groups: Any,
+    n_boot: int = 200,
+    seed: Any = 0,
+    *,
+    block: int | None = None,
+) -> np.ndarray:
+    """The ``(n_boot, L)`` bootstrap TPRs behind :func:`tpr_at_fpr`'s interval (NaN = a
+    resample without members or non-members); ``block`` = resamples per block (tests)."""
+    c = _roc_counts(scores, labels)
+    levels = check_fpr_levels(fpr_levels)
+    n_boot = check_n_boot(n_boot)
+    gid, n_groups = check_groups(groups, np.shape(scores))
+    return replicate_tprs(c.y_sorted, gid[c.order], c.ends, n_groups, levels, n_boot, seed, block)
 
 
 # --------------------------------------------------------------------------------------------
