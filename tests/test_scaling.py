@@ -38,40 +38,56 @@ def _row(dataset, classes, shots, seed, tpr, *, fpr=FPR, ci_high=None, resolvabl
         "ci_high": min(0.99, tpr + 0.05) if ci_high is None else ci_high,
         "advantage": tpr - fpr,
         "resolvable": resolvable,
-        "n_neg": 1000,
+        "n_neg": kw.get("n_neg", 1000),
+        "se": kw.get("se"),
+        # Clopper–Pearson over pairs: narrower than the bootstrap (half of its width here)
+        **(
+            {}
+            if kw.get("se") is None
+            else {
+                "cp_low": max(0.0, tpr - 0.98 * kw["se"]),
+                "cp_high": min(1.0, tpr + 0.98 * kw["se"]),
+            }
+        ),
         "test_accuracy": 0.8,
     }
 
 
 def _synthetic(beta_s, beta_0, beta_c=0.0, classes=(10,), seed=0, sigma=0.05, dataset="d1", **kw):
-    """Rows from the law with multiplicative log-normal noise; also the per-cell medians of y."""
+    """Rows from the law with multiplicative log-normal noise (3 seeds per cell), each with a
+    bootstrap SE of sigma·advantage; also the cells as (C, S, [advantages], [SEs])."""
     rng = np.random.default_rng(seed)
     rows, cells = [], []
     for c in classes:
         for s in SHOTS:
             law = beta_s * math.log10(s) + beta_c * math.log10(c) + beta_0
             advs = 10.0**law * np.exp(rng.normal(0.0, sigma, size=3))
-            for k, a in enumerate(advs):
-                rows.append(_row(dataset, c, s, k, FPR + float(a), **kw))
-            cells.append((c, s, math.log10(float(np.median(advs)))))
+            ses = sigma * advs
+            for k, (a, se) in enumerate(zip(advs, ses, strict=True)):
+                rows.append(_row(dataset, c, s, k, FPR + float(a), se=float(se), **kw))
+            cells.append((c, s, advs, ses))
     return rows, cells
 
 
-def _reference_ols(cells, use_c):
-    """Hand-written OLS: lstsq coefficients and classical SEs / t intervals."""
+def _reference_wls(cells, use_c, confidence=0.95):
+    """Independent reference: cell mean and SE by hand, then statsmodels WLS."""
+    import statsmodels.api as sm
+
     c = np.array([x[0] for x in cells], float)
     s = np.array([x[1] for x in cells], float)
-    y = np.array([x[2] for x in cells], float)
+    adv = np.array([np.mean(x[2]) for x in cells])
+    se = np.array(
+        [math.sqrt(max(np.mean(x[3] ** 2), np.var(x[2], ddof=1)) / len(x[2])) for x in cells]
+    )
+    y = np.log10(adv)
+    y_se = se / (adv * math.log(10))
     cols = [np.ones_like(s), np.log10(s)] + ([np.log10(c)] if use_c else [])
     x = np.column_stack(cols)
-    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-    resid = y - x @ beta
-    n, p = x.shape
-    sigma2 = resid @ resid / (n - p)
-    se = np.sqrt(np.diag(sigma2 * np.linalg.inv(x.T @ x)))
-    t = stats.t.ppf(0.975, n - p)
-    r2 = 1 - (resid @ resid) / np.sum((y - y.mean()) ** 2)
-    return beta, se, t, r2
+    res = sm.WLS(y, x, weights=1.0 / y_se**2).fit()
+    cov = res.normalized_cov_params * max(1.0, res.scale)
+    bse = np.sqrt(np.diag(cov))
+    t = stats.t.ppf(0.5 + confidence / 2, res.df_resid)
+    return res.params, bse, t, res.rsquared, y, y_se
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +95,7 @@ def _reference_ols(cells, use_c):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fit_recovers_known_law_and_matches_numpy_ols():
+def test_fit_recovers_known_law_and_matches_statsmodels_wls():
     rows, cells = _synthetic(-0.5, -0.3, seed=1)
     fit = fit_power_law(rows)
     assert len(fit.levels) == 1
@@ -89,16 +105,17 @@ def test_fit_recovers_known_law_and_matches_numpy_ols():
     # truth inside the 95% intervals
     assert lf.ci_s[0] <= -0.5 <= lf.ci_s[1]
     assert lf.ci_0[0] <= -0.3 <= lf.ci_0[1]
-    beta, se, t, r2 = _reference_ols(cells, use_c=False)
+    beta, se, t, r2, y, y_se = _reference_wls(cells, use_c=False)
     np.testing.assert_allclose([lf.beta_0, lf.beta_s], beta, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose([lf.se_0, lf.se_s], se, rtol=1e-8)
     np.testing.assert_allclose(lf.ci_s, [beta[1] - t * se[1], beta[1] + t * se[1]], rtol=1e-8)
+    np.testing.assert_allclose(np.sqrt(np.diag(lf.cov)), se, rtol=1e-8)
+    assert lf.dof == len(SHOTS) - 2 and lf.shots_range == (1, 256)
     assert lf.r_squared == pytest.approx(r2, rel=1e-9)
     assert lf.lodo is None  # a single dataset
-    # fitted points carry y = log10(median advantage) of each cell
-    ys = {(p.classes, p.shots): p.y for p in lf.points}
-    for c, s, y in cells:
-        assert ys[(c, s)] == pytest.approx(y, abs=1e-12)
+    # fitted points carry y = log10(mean advantage) of each cell and its delta-method SE
+    np.testing.assert_allclose([p.y for p in lf.points], y, rtol=1e-12)
+    np.testing.assert_allclose([p.y_se for p in lf.points], y_se, rtol=1e-12)
 
 
 def test_fit_with_classes_term():
@@ -107,7 +124,7 @@ def test_fit_with_classes_term():
     assert lf.status == "ok" and lf.n_points == 27
     for truth, ci in ((-0.5, lf.ci_s), (0.4, lf.ci_c), (-0.9, lf.ci_0)):
         assert ci[0] <= truth <= ci[1]
-    beta, se, _, _ = _reference_ols(cells, use_c=True)
+    beta, se, *_ = _reference_wls(cells, use_c=True)
     np.testing.assert_allclose([lf.beta_0, lf.beta_s, lf.beta_c], beta, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose([lf.se_0, lf.se_s, lf.se_c], se, rtol=1e-8)
 
@@ -132,24 +149,41 @@ def test_levels_fitted_separately():
         fit.level("lira", "offline", FPR)
 
 
-def test_median_over_seeds():
+def test_mean_over_seeds_and_its_standard_error():
     rows, _ = _synthetic(-0.5, -0.3, seed=6)
     rows = [r for r in rows if r["shots"] != 4]
-    rows += [_row("d1", 10, 4, k, t) for k, t in enumerate([0.1, 0.5, 0.2])]
+    tprs, ses = [0.1, 0.5, 0.2], [0.01, 0.02, 0.01]
+    rows += [_row("d1", 10, 4, k, t, se=e) for k, (t, e) in enumerate(zip(tprs, ses, strict=True))]
     lf = fit_power_law(rows).levels[0]
     (p,) = [p for p in lf.points if p.shots == 4]
-    assert p.tpr == pytest.approx(0.2)
-    assert p.advantage == pytest.approx(0.2 - FPR)
-    assert p.y == pytest.approx(math.log10(0.2 - FPR))
-    assert p.n_seeds == 3
-    assert p.ci_low == pytest.approx(0.05) and p.ci_high == pytest.approx(0.55)
+    assert p.tpr == pytest.approx(np.mean(tprs))
+    assert p.advantage == pytest.approx(np.mean(tprs) - FPR)
+    assert p.y == pytest.approx(math.log10(np.mean(tprs) - FPR))
+    # the spread across seeds (whole cells redrawn) dominates the bootstrap SEs here
+    se = math.sqrt(np.var(tprs, ddof=1) / 3)
+    assert p.se == pytest.approx(se) and p.n_seeds == 3 and p.se_source == "bootstrap"
+    z = stats.norm.ppf(0.975)
+    assert (p.ci_low, p.ci_high) == pytest.approx((np.mean(tprs) - z * se, np.mean(tprs) + z * se))
+    # without the bootstrap SE (older rows), the interval's half-width stands in, labelled
+    old = [{**r, "se": None} for r in rows]
+    (q,) = [q for q in fit_power_law(old).levels[0].points if q.shots == 4]
+    assert q.se_source == "interval" and q.se == pytest.approx(se)
+    # a bootstrap SE of 0 (every resample at TPR 1) is floored by the Clopper–Pearson half-width
+    flat = [_row("d1", 10, 4, k, 0.9, se=0.0) for k in range(3)]
+    flat = [{**r, "cp_low": 0.85, "cp_high": 0.95} for r in flat]
+    lf = fit_power_law(flat).levels[0]
+    (e,) = lf.points + lf.excluded
+    assert e.se == pytest.approx(0.05 / z / math.sqrt(3))
 
 
 def _with_bad_cells():
     rows, _ = _synthetic(-0.5, -0.3, seed=7)
-    rows += [_row("d1", 10, 512, k, 0.05, resolvable=(k != 1)) for k in range(3)]  # unresolvable
-    rows += [_row("d1", 10, 1024, k, t) for k, t in enumerate([0.005, 0.01, 0.3])]  # adv <= 0
-    rows += [_row("d1", 10, 2048, k, 0.97, ci_high=1.0 if k == 0 else 0.99) for k in range(3)]
+    # a level allowing 5 false positives in one seed (t·Q = 0.01·500)
+    rows += [_row("d1", 10, 512, k, 0.05, se=0.005, n_neg=500 if k == 1 else 1000)
+             for k in range(3)]  # fmt: skip
+    rows += [_row("d1", 10, 1024, k, t, se=0.01) for k, t in enumerate([0.005, 0.01, 0.005])]
+    rows += [_row("d1", 10, 1536, k, t, se=0.01) for k, t in enumerate([0.0, 0.05, 0.0])]
+    rows += [_row("d1", 10, 2048, k, 0.985, se=0.002) for k in range(3)]  # within 0.02 of 1
     return rows
 
 
@@ -158,24 +192,42 @@ def test_exclusions_recorded_with_reasons():
     lf = fit.levels[0]
     assert lf.n_points == len(SHOTS)
     reasons = {e.shots: e.reasons for e in lf.excluded}
-    assert reasons == {512: ("not resolvable",), 1024: ("TPR <= FPR",), 2048: ("saturated",)}
+    assert reasons == {
+        512: ("too few false positives",),
+        1024: ("TPR <= FPR", "indistinguishable from chance"),
+        1536: ("indistinguishable from chance",),  # mean above FPR, interval reaches chance
+        2048: ("at the ceiling",),
+    }
     assert {p.shots for p in lf.points} == set(SHOTS)
+    (e,) = [e for e in lf.excluded if e.shots == 512]
+    assert e.fp_budget == 5
+    # a stricter ceiling margin or budget moves more cells out, listed with their reason
+    lf = fit_power_law(_with_bad_cells(), ceiling_margin=0.5, min_false_positives=11).levels[0]
+    reasons = {e.shots: e.reasons for e in lf.excluded}
+    assert reasons[1] == ("too few false positives", "at the ceiling") or reasons[1][0] == (
+        "too few false positives"
+    )
+    with pytest.raises(MiascaleError, match="min_false_positives"):
+        fit_power_law(_with_bad_cells(), min_false_positives=0)
+    with pytest.raises(MiascaleError, match="ceiling_margin"):
+        fit_power_law(_with_bad_cells(), ceiling_margin=1.5)
 
 
 def test_exclusion_flags_include_points():
     rows = _with_bad_cells()
-    no_1024 = [r for r in rows if r["shots"] != 1024]
+    no_1024 = [r for r in rows if r["shots"] not in (1024,)]
     lf = fit_power_law(rows, exclude_unresolvable=False).levels[0]
     assert 512 in {p.shots for p in lf.points}
-    assert {e.shots for e in lf.excluded} == {1024, 2048}
+    assert {e.shots for e in lf.excluded} == {1024, 1536, 2048}
     lf = fit_power_law(rows, exclude_saturated=False).levels[0]
     assert 2048 in {p.shots for p in lf.points}
-    assert {e.shots for e in lf.excluded} == {512, 1024}
+    assert {e.shots for e in lf.excluded} == {512, 1024, 1536}
     # a non-positive advantage can never enter log10: strict mode raises, naming the cell
     with pytest.raises(MiascaleError, match="shots=1024"):
         fit_power_law(rows, exclude_nonpositive=False)
     lf = fit_power_law(no_1024, exclude_nonpositive=False).levels[0]
     assert lf.status == "ok" and {e.shots for e in lf.excluded} == {512, 2048}
+    assert 1536 in {p.shots for p in lf.points}  # the chance rule is off in strict mode
 
 
 def test_cell_with_several_reasons_lists_all():
@@ -183,10 +235,36 @@ def test_cell_with_several_reasons_lists_all():
     rows += [_row("d1", 10, 999, k, 0.0, resolvable=False, ci_high=1.0) for k in range(2)]
     lf = fit_power_law(rows).levels[0]
     (e,) = lf.excluded
-    assert e.reasons == ("not resolvable", "TPR <= FPR", "saturated")
-    # excluded for being unresolvable, so strict mode does not complain about its advantage
+    assert e.reasons == ("too few false positives", "TPR <= FPR", "indistinguishable from chance")
+    # excluded for its budget, so strict mode does not complain about its advantage
     lf = fit_power_law(rows, exclude_nonpositive=False).levels[0]
-    assert lf.excluded[0].reasons == ("not resolvable", "saturated")
+    assert lf.excluded[0].reasons == ("too few false positives",)
+
+
+def test_saturated_and_noise_cells_leave_the_slope_alone():
+    """Cells at the ceiling or at noise level are excluded, so the clean law survives them."""
+    rows, _ = _synthetic(-0.5, -0.3, seed=15, sigma=0.1)
+    clean = fit_power_law(rows).levels[0]
+    assert clean.ci_s[0] <= -0.5 <= clean.ci_s[1]
+    rng = np.random.default_rng(3)
+    extra = []
+    for s in (1, 2, 4):  # saturated: TPR pinned just below 1 at small S
+        extra += [_row("d1", 10, s * 1000, k, 0.995, se=0.002) for k in range(3)]
+    for s in (512, 1024, 4096):  # noise level: advantage indistinguishable from 0
+        extra += [_row("d1", 10, s, k, FPR + float(rng.normal(0.002, 0.004)), se=0.004)
+                  for k in range(3)]  # fmt: skip
+    rows2 = [r for r in rows] + extra
+    noisy = fit_power_law(rows2).levels[0]
+    assert noisy.n_points == clean.n_points
+    assert noisy.beta_s == pytest.approx(clean.beta_s, abs=1e-12)
+    assert noisy.ci_s[0] <= -0.5 <= noisy.ci_s[1]
+    assert len(noisy.excluded) == 6
+    # through them (rules switched off) the slope is dragged away from the truth
+    forced = fit_power_law(
+        [r for r in rows2 if r["advantage"] > 0],
+        exclude_saturated=False, exclude_nonpositive=False, exclude_unresolvable=False,
+    ).levels[0]  # fmt: skip
+    assert not forced.ci_s[0] <= -0.5 <= forced.ci_s[1]
 
 
 def test_insufficient_and_degenerate_are_entries_not_exceptions():
@@ -213,6 +291,8 @@ def test_row_validation():
         fit_power_law([])
     with pytest.raises(MiascaleError, match="finite"):
         fit_power_law([{**rows[0], "tpr": float("nan")}])
+    with pytest.raises(MiascaleError, match="'se'"):
+        fit_power_law([{**rows[0], "se": -1.0}])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +388,9 @@ def test_plan_from_level_fit_and_errors():
         ({"epsilon": 1.0, "delta": 1.0}, "delta"),
         ({"epsilon": 1.0, "delta": -0.1}, "delta"),
         ({"epsilon": 0.0}, "epsilon"),  # target 0
-        ({"epsilon": 10.0}, "vacuous"),
+        # both branches of the DP region keep TPR < 1 for delta < 1 - FPR; only a delta that
+        # large makes the bound vacuous (epsilon = 10 alone now gives a target below 1 - FPR)
+        ({"epsilon": 1.0, "delta": 0.999}, "vacuous"),
         ({}, "exactly one"),
         ({"target_advantage": 0.1, "epsilon": 1.0}, "exactly one"),
     ]:
@@ -348,7 +430,7 @@ def test_to_dict_from_dict_round_trip():
     with pytest.raises(MiascaleError, match="schema_version"):
         ScalingFit.from_dict({**fit.to_dict(), "schema_version": 99})
     with pytest.raises(MiascaleError, match="missing"):
-        ScalingFit.from_dict({"schema_version": 1, "settings": {}})
+        ScalingFit.from_dict({"schema_version": 2, "settings": {}})
 
 
 def test_tail_rows_fit_recovers_quantile_laws():

@@ -43,8 +43,20 @@ def test_sweep_fit_predict_plan(tmp_path, features):
     with np.load(next((run / "cells").iterdir()) / "signals.npz") as z:
         assert {"scores__lira-online", "scores__lira-offline", "stats", "in_mask"} <= set(z.files)
 
-    fit = json.loads(invoke("fit", run, "--json").stdout)
+    # default rules: this toy pool (K = 9, N ≤ 128) admits too few cells, each listed with reasons
+    strict = json.loads(invoke("fit", run, "--json").stdout)
+    lv = {(x["attack"], x["variant"], x["fpr_level"]): x for x in strict["levels"]}[
+        ("lira", "online", 0.1)
+    ]
+    reasons = {r for e in lv["excluded"] for r in e["reasons"]}
+    assert lv["status"] == "insufficient points" and "too few false positives" in reasons
+    assert strict["settings"]["min_false_positives"] == 10
+    # relaxed rules (flags): the law is fitted through what the toy data has
+    fit = json.loads(
+        invoke("fit", run, "--min-false-positives", 1, "--keep-saturated", "--json").stdout
+    )
     assert (run / "fit.json").is_file()
+    assert fit["settings"]["min_false_positives"] == 1 and not fit["settings"]["exclude_saturated"]
     levels = {(lv["attack"], lv["variant"], lv["fpr_level"]): lv for lv in fit["levels"]}
     assert len(levels) == 4
     lv = levels[("lira", "online", 0.1)]

@@ -40,10 +40,9 @@ Fitting (:func:`fit_power_law`)
 
 Prediction and planning
 -----------------------
-:func:`predict` evaluates a fitted law at ``(S, C)``; :func:`plan` inverts it to find the smallest
-integer ``S >= 1`` whose predicted advantage is at most a target, given directly or as the
-advantage an ``(epsilon, delta)``-DP mechanism allows at the level's FPR:
-``TPR <= e^epsilon * FPR + delta``, i.e. ``advantage <= (e^epsilon - 1) * FPR + delta``.
+:func:`predict`, :func:`plan` and their result types live in :mod:`miascale.planning` (with the
+fit's uncertainty, both branches of the ``(epsilon, delta)`` region and a trustworthiness
+verdict); they are re-exported here so ``from miascale.scaling import plan`` keeps working.
 
 All functions are pure and do no I/O; every result is a frozen dataclass with ``to_dict()``
 returning JSON-ready plain Python types (non-finite numbers become ``None``).
@@ -54,20 +53,32 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from miascale.errors import MiascaleError
+from miascale.fit_rules import (
+    CEILING_MARGIN,
+    MIN_FALSE_POSITIVES,
+    REASON_CEILING,
+    REASON_CHANCE,
+    REASON_FEW_FP,
+    REASON_NONPOSITIVE,
+    admission_reasons,
+    summarize_cell,
+    wls_fit,
+)
+from miascale.planning import Coefficients, Plan, Prediction, plan, predict  # noqa: F401
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient points"
 STATUS_DEGENERATE = "degenerate design"
-REASON_UNRESOLVABLE = "not resolvable"
-REASON_NONPOSITIVE = "TPR <= FPR"
-REASON_SATURATED = "saturated"
+# the admission rules and their reasons live in miascale.fit_rules
+REASON_UNRESOLVABLE = REASON_FEW_FP
+REASON_SATURATED = REASON_CEILING
 
 REQUIRED_KEYS = (
     "dataset",
@@ -84,12 +95,6 @@ REQUIRED_KEYS = (
     "advantage",
     "resolvable",
 )
-
-# Relative slack (times the magnitudes of the terms of the log10 law) that absorbs floating-point
-# error when plan() compares a predicted advantage with its target, so that an exact-integer
-# solution such as S* = 4 gives S = 4 and not 5. A few ulps: far below the change in predicted
-# advantage between neighbouring integers S for any S up to 10^15.
-_PLAN_REL_TOL = 16 * np.finfo(np.float64).eps
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,50 +134,55 @@ def _get(d: Mapping[str, Any], key: str, what: str) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
+_POINT_FIELDS = (
+    ("dataset", str), ("backbone", str), ("classes", int), ("shots", int), ("tpr", float),
+    ("advantage", float), ("se", float), ("ci_low", float), ("ci_high", float),
+    ("n_seeds", int), ("fp_budget", int), ("se_source", str),
+)  # fmt: skip
+
+
+def _point_dict(p: Any) -> dict:
+    d = {}
+    for name, cast in _POINT_FIELDS:
+        v = getattr(p, name)
+        d[name] = None if v is None else (_f(v) if cast is float else cast(v))
+    return d
+
+
+def _point_kwargs(d: Mapping[str, Any], what: str) -> dict:
+    out = {}
+    for name, cast in _POINT_FIELDS:
+        v = _get(d, name, what)
+        out[name] = None if v is None else cast(v)
+    return out
+
+
 @dataclass(frozen=True)
 class FitPoint:
-    """One cell that entered the fit (medians over its seeds)."""
+    """One cell that entered the fit: the mean over its seeds (see :mod:`miascale.fit_rules`)."""
 
     dataset: str
     backbone: str
     classes: int
     shots: int
-    y: float  # log10(median advantage)
-    tpr: float  # median TPR over seeds
-    advantage: float  # median advantage over seeds
-    ci_low: float  # smallest ci_low over seeds
-    ci_high: float  # largest ci_high over seeds
+    y: float  # log10(advantage)
+    y_se: float  # standard error of y (delta method); the fit weighs the point by 1/y_se^2
+    tpr: float  # mean TPR over seeds
+    advantage: float  # mean advantage over seeds
+    se: float  # standard error of the advantage (bootstrap within seeds, spread across seeds)
+    ci_low: float  # interval of the TPR: tpr ± z·se
+    ci_high: float
     n_seeds: int
+    fp_budget: int | None = None  # smallest number of false positives the level allowed
+    se_source: str = "bootstrap"
 
     def to_dict(self) -> dict:
-        return {
-            "dataset": self.dataset,
-            "backbone": self.backbone,
-            "classes": int(self.classes),
-            "shots": int(self.shots),
-            "y": float(self.y),
-            "tpr": float(self.tpr),
-            "advantage": float(self.advantage),
-            "ci_low": float(self.ci_low),
-            "ci_high": float(self.ci_high),
-            "n_seeds": int(self.n_seeds),
-        }
+        return {**_point_dict(self), "y": float(self.y), "y_se": float(self.y_se)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FitPoint:
         w = "a fitted point"
-        return cls(
-            dataset=str(_get(d, "dataset", w)),
-            backbone=str(_get(d, "backbone", w)),
-            classes=int(_get(d, "classes", w)),
-            shots=int(_get(d, "shots", w)),
-            y=float(_get(d, "y", w)),
-            tpr=float(_get(d, "tpr", w)),
-            advantage=float(_get(d, "advantage", w)),
-            ci_low=float(_get(d, "ci_low", w)),
-            ci_high=float(_get(d, "ci_high", w)),
-            n_seeds=int(_get(d, "n_seeds", w)),
-        )
+        return cls(**_point_kwargs(d, w), y=float(_get(d, "y", w)), y_se=float(_get(d, "y_se", w)))
 
 
 @dataclass(frozen=True)
@@ -185,40 +195,21 @@ class ExcludedPoint:
     shots: int
     tpr: float
     advantage: float
+    se: float
     ci_low: float
     ci_high: float
     n_seeds: int
     reasons: tuple[str, ...]
+    fp_budget: int | None = None
+    se_source: str = "bootstrap"
 
     def to_dict(self) -> dict:
-        return {
-            "dataset": self.dataset,
-            "backbone": self.backbone,
-            "classes": int(self.classes),
-            "shots": int(self.shots),
-            "tpr": float(self.tpr),
-            "advantage": float(self.advantage),
-            "ci_low": float(self.ci_low),
-            "ci_high": float(self.ci_high),
-            "n_seeds": int(self.n_seeds),
-            "reasons": list(self.reasons),
-        }
+        return {**_point_dict(self), "reasons": list(self.reasons)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ExcludedPoint:
         w = "an excluded point"
-        return cls(
-            dataset=str(_get(d, "dataset", w)),
-            backbone=str(_get(d, "backbone", w)),
-            classes=int(_get(d, "classes", w)),
-            shots=int(_get(d, "shots", w)),
-            tpr=float(_get(d, "tpr", w)),
-            advantage=float(_get(d, "advantage", w)),
-            ci_low=float(_get(d, "ci_low", w)),
-            ci_high=float(_get(d, "ci_high", w)),
-            n_seeds=int(_get(d, "n_seeds", w)),
-            reasons=tuple(str(r) for r in _get(d, "reasons", w)),
-        )
+        return cls(**_point_kwargs(d, w), reasons=tuple(str(r) for r in _get(d, "reasons", w)))
 
 
 @dataclass(frozen=True)
@@ -250,34 +241,6 @@ class LodoResult:
 
 
 @dataclass(frozen=True)
-class Coefficients:
-    """Explicit law coefficients: ``log10 adv = beta_s log10 S + beta_c log10 C + beta_0``."""
-
-    beta_s: float
-    beta_0: float
-    beta_c: float | None = None  # None: the law has no classes term
-    fpr_level: float = field(kw_only=True)
-
-    def __post_init__(self) -> None:
-        vals = [self.beta_s, self.beta_0] + ([] if self.beta_c is None else [self.beta_c])
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in vals):
-            raise MiascaleError(
-                f"Scaling-law coefficients must be finite numbers, got beta_s={self.beta_s!r}, "
-                f"beta_0={self.beta_0!r}, beta_c={self.beta_c!r}. Take them from a successful fit "
-                f"(status 'ok') or pass explicit finite values."
-            )
-        _check_fpr(self.fpr_level)
-
-    def to_dict(self) -> dict:
-        return {
-            "beta_s": float(self.beta_s),
-            "beta_0": float(self.beta_0),
-            "beta_c": _f(self.beta_c),
-            "fpr_level": float(self.fpr_level),
-        }
-
-
-@dataclass(frozen=True)
 class LevelFit:
     """The law fitted for one ``(attack, variant, fpr_level)``.
 
@@ -306,6 +269,18 @@ class LevelFit:
     points: tuple[FitPoint, ...] = ()
     excluded: tuple[ExcludedPoint, ...] = ()
     lodo: tuple[LodoResult, ...] | None = None
+    # covariance of (beta_0, beta_s[, beta_c]), residual degrees of freedom, reduced chi-square
+    cov: tuple[tuple[float, ...], ...] | None = None
+    dof: int | None = None
+    scale: float | None = None
+
+    @property
+    def shots_range(self) -> tuple[int, int] | None:
+        """Smallest and largest S among the fitted points."""
+        if not self.points:
+            return None
+        shots = [p.shots for p in self.points]
+        return min(shots), max(shots)
 
     @property
     def ok(self) -> bool:
@@ -323,7 +298,17 @@ class LevelFit:
                 f"fpr_level={self.fpr_level} was not fitted ({self.status}: {self.reason}). "
                 f"Add sweep results for more shots/classes at this level, or use another level."
             )
-        return Coefficients(self.beta_s, self.beta_0, self.beta_c, fpr_level=self.fpr_level)
+        return Coefficients(
+            self.beta_s,
+            self.beta_0,
+            self.beta_c,
+            fpr_level=self.fpr_level,
+            cov=getattr(self, "cov", None),
+            dof=getattr(self, "dof", None),
+            n_points=getattr(self, "n_points", None),
+            r_squared=getattr(self, "r_squared", None),
+            shots_range=getattr(self, "shots_range", None),
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -347,6 +332,9 @@ class LevelFit:
             "points": [p.to_dict() for p in self.points],
             "excluded": [p.to_dict() for p in self.excluded],
             "lodo": None if self.lodo is None else [r.to_dict() for r in self.lodo],
+            "cov": None if self.cov is None else [[float(v) for v in row] for row in self.cov],
+            "dof": None if self.dof is None else int(self.dof),
+            "scale": _f(self.scale),
         }
 
     @classmethod
@@ -374,6 +362,11 @@ class LevelFit:
             points=tuple(FitPoint.from_dict(p) for p in _get(d, "points", w)),
             excluded=tuple(ExcludedPoint.from_dict(p) for p in _get(d, "excluded", w)),
             lodo=None if lodo is None else tuple(LodoResult.from_dict(r) for r in lodo),
+            cov=None
+            if d.get("cov") is None
+            else tuple(tuple(float(v) for v in r) for r in d["cov"]),
+            dof=None if d.get("dof") is None else int(d["dof"]),
+            scale=_f(d.get("scale")),
         )
 
 
@@ -386,6 +379,8 @@ class ScalingFit:
     exclude_unresolvable: bool = True
     exclude_nonpositive: bool = True
     exclude_saturated: bool = True
+    min_false_positives: int = MIN_FALSE_POSITIVES
+    ceiling_margin: float = CEILING_MARGIN
 
     def level(self, attack: str, variant: str, fpr_level: float) -> LevelFit:
         """The fit of one level (FPR matched to a relative tolerance of 1e-9)."""
@@ -411,6 +406,8 @@ class ScalingFit:
                 "exclude_unresolvable": bool(self.exclude_unresolvable),
                 "exclude_nonpositive": bool(self.exclude_nonpositive),
                 "exclude_saturated": bool(self.exclude_saturated),
+                "min_false_positives": int(self.min_false_positives),
+                "ceiling_margin": float(self.ceiling_margin),
             },
             "levels": [lf.to_dict() for lf in self.levels],
         }
@@ -438,64 +435,14 @@ class ScalingFit:
                 exclude_unresolvable=bool(_get(s, "exclude_unresolvable", w)),
                 exclude_nonpositive=bool(_get(s, "exclude_nonpositive", w)),
                 exclude_saturated=bool(_get(s, "exclude_saturated", w)),
+                min_false_positives=int(_get(s, "min_false_positives", w)),
+                ceiling_margin=float(_get(s, "ceiling_margin", w)),
             )
         except (TypeError, ValueError) as exc:
             raise MiascaleError(
                 f"A scaling fit contains a value of the wrong type ({exc}). The dictionary must "
                 f"come from ScalingFit.to_dict(); regenerate fit.json if it was edited by hand."
             ) from exc
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The law evaluated at ``(shots, classes)``; ``tpr`` is clipped to 1 (``clipped`` says so)."""
-
-    shots: float
-    classes: int | None
-    fpr_level: float
-    log10_advantage: float
-    advantage: float  # unclipped 10 ** log10_advantage
-    tpr: float  # min(1, fpr_level + advantage)
-    clipped: bool
-
-    def to_dict(self) -> dict:
-        return {
-            "shots": float(self.shots),
-            "classes": None if self.classes is None else int(self.classes),
-            "fpr_level": float(self.fpr_level),
-            "log10_advantage": float(self.log10_advantage),
-            "advantage": float(self.advantage),
-            "tpr": float(self.tpr),
-            "clipped": bool(self.clipped),
-        }
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The smallest integer ``shots`` whose predicted advantage is at most ``target_advantage``."""
-
-    shots: int
-    shots_real: float  # S* solving predicted advantage == target exactly
-    target_advantage: float
-    epsilon: float | None
-    delta: float
-    fpr_level: float
-    classes: int | None
-    coefficients: Coefficients
-    predicted: Prediction  # at ``shots``
-
-    def to_dict(self) -> dict:
-        return {
-            "shots": int(self.shots),
-            "shots_real": _f(self.shots_real),
-            "target_advantage": float(self.target_advantage),
-            "epsilon": _f(self.epsilon),
-            "delta": float(self.delta),
-            "fpr_level": float(self.fpr_level),
-            "classes": None if self.classes is None else int(self.classes),
-            "coefficients": self.coefficients.to_dict(),
-            "predicted": self.predicted.to_dict(),
-        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -513,6 +460,9 @@ class _Cell:
     adv: list[float] = field(default_factory=list)
     ci_low: list[float] = field(default_factory=list)
     ci_high: list[float] = field(default_factory=list)
+    se: list[float | None] = field(default_factory=list)
+    cp: list[tuple[float, float] | None] = field(default_factory=list)
+    n_neg: list[int | None] = field(default_factory=list)
     seeds: list[Any] = field(default_factory=list)
     unresolvable: bool = False
 
@@ -540,6 +490,16 @@ def _num(row: Mapping[str, Any], key: str, i: int) -> float:
     v = float(v)
     if not math.isfinite(v):
         raise _row_error(i, f"{key!r} must be finite, got {v!r}.")
+    return v
+
+
+def _optional(row: Mapping[str, Any], key: str, i: int) -> float | None:
+    """An optional finite number (``se``, ``n_neg``): None when absent or null."""
+    if row.get(key) is None:
+        return None
+    v = _num(row, key, i)
+    if v < 0:
+        raise _row_error(i, f"{key!r} must be >= 0, got {v!r}.")
     return v
 
 
@@ -597,6 +557,11 @@ def _collect(rows: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[tuple, _Cell
         cell.adv.append(adv)
         cell.ci_low.append(lo)
         cell.ci_high.append(hi)
+        cell.se.append(_optional(row, "se", i))
+        cp_lo, cp_hi = _optional(row, "cp_low", i), _optional(row, "cp_high", i)
+        cell.cp.append(None if cp_lo is None or cp_hi is None else (cp_lo, cp_hi))
+        q = _optional(row, "n_neg", i)
+        cell.n_neg.append(None if q is None else int(q))
         cell.unresolvable |= not bool(res)
     if n == 0:
         raise MiascaleError(
@@ -619,6 +584,7 @@ def _lodo(points: list[FitPoint], use_c: bool) -> tuple[LodoResult, ...] | None:
         return None
     k = 3 if use_c else 2
     y = np.array([p.y for p in points])
+    w = 1.0 / np.square([p.y_se for p in points])
     c = np.array([p.classes for p in points], dtype=np.float64)
     s = np.array([p.shots for p in points], dtype=np.float64)
     x = _design(c, s, use_c)
@@ -636,8 +602,9 @@ def _lodo(points: list[FitPoint], use_c: bool) -> tuple[LodoResult, ...] | None:
                 f"without {d!r} the remaining points do not vary enough in "
                 f"{'shots and classes' if use_c else 'shots'} to refit the law"
             )
-        else:
-            beta, *_ = np.linalg.lstsq(x[train], y[train], rcond=None)
+        else:  # the same weighted fit as the full law
+            sw = np.sqrt(w[train])
+            beta, *_ = np.linalg.lstsq(x[train] * sw[:, None], y[train] * sw, rcond=None)
             resid = y[held] - x[held] @ beta
             rmse = float(np.sqrt(np.mean(resid**2)))
         out.append(LodoResult(dataset=d, n_points=int(held.sum()), rmse=rmse, reason=reason))
@@ -647,54 +614,59 @@ def _lodo(points: list[FitPoint], use_c: bool) -> tuple[LodoResult, ...] | None:
 def _fit_level(
     level: tuple[str, str, float],
     cells: dict[tuple, _Cell],
-    *,
-    exclude_unresolvable: bool,
-    exclude_nonpositive: bool,
-    exclude_saturated: bool,
-    confidence: float,
+    settings: ScalingFit,
 ) -> LevelFit:
-    import statsmodels.api as sm
-
     attack, variant, fpr = level
+    confidence = settings.confidence
     points: list[FitPoint] = []
     excluded: list[ExcludedPoint] = []
     nonpositive_kept: list[tuple] = []
     for key in sorted(cells):
         cell = cells[key]
-        tpr = float(np.median(cell.tpr))
-        adv = float(np.median(cell.adv))
-        lo, hi = float(min(cell.ci_low)), float(max(cell.ci_high))
-        reasons = []
-        if exclude_unresolvable and cell.unresolvable:
-            reasons.append(REASON_UNRESOLVABLE)
-        if exclude_nonpositive and adv <= 0.0:
-            reasons.append(REASON_NONPOSITIVE)
-        if exclude_saturated and hi >= 1.0:
-            reasons.append(REASON_SATURATED)
+        summary = summarize_cell(
+            fpr, cell.tpr, cell.ci_low, cell.ci_high, cell.se, cell.n_neg, confidence, cell.cp
+        )
+        reasons = admission_reasons(
+            summary,
+            min_false_positives=settings.min_false_positives,
+            ceiling_margin=settings.ceiling_margin,
+            check_budget=settings.exclude_unresolvable,
+            check_chance=settings.exclude_nonpositive,
+            check_ceiling=settings.exclude_saturated,
+            resolvable=not cell.unresolvable,
+        )
+        if not settings.exclude_nonpositive:  # strict: a non-positive admitted cell raises below
+            reasons = tuple(r for r in reasons if r != REASON_NONPOSITIVE)
         common = dict(
             dataset=cell.dataset,
             backbone=cell.backbone,
             classes=cell.classes,
             shots=cell.shots,
-            tpr=tpr,
-            advantage=adv,
-            ci_low=lo,
-            ci_high=hi,
-            n_seeds=len(cell.seeds),
+            tpr=summary.tpr,
+            advantage=summary.advantage,
+            se=summary.se,
+            ci_low=summary.ci_low,
+            ci_high=summary.ci_high,
+            n_seeds=summary.n_seeds,
+            fp_budget=summary.fp_budget,
+            se_source=summary.se_source,
         )
         if reasons:
-            excluded.append(ExcludedPoint(**common, reasons=tuple(reasons)))
-        elif adv <= 0.0:
+            excluded.append(ExcludedPoint(**common, reasons=reasons))
+        elif summary.advantage <= 0.0:
             nonpositive_kept.append(key)
+        elif not (summary.se > 0):
+            # no measured uncertainty (e.g. a perfect attack in every resample): no weight
+            excluded.append(ExcludedPoint(**common, reasons=(REASON_CHANCE,)))
         else:
-            points.append(FitPoint(**common, y=math.log10(adv)))
+            points.append(FitPoint(**common, y=summary.y, y_se=summary.y_se))
     if nonpositive_kept:
         shown = "; ".join(
             f"dataset={d!r} backbone={b!r} classes={c} shots={s}" for d, b, c, s in nonpositive_kept
         )
         raise MiascaleError(
             f"exclude_nonpositive=False, but {len(nonpositive_kept)} cell(s) of attack={attack!r}, "
-            f"variant={variant!r}, fpr_level={fpr} have median TPR <= FPR (advantage <= 0), whose "
+            f"variant={variant!r}, fpr_level={fpr} have mean TPR <= FPR (advantage <= 0), whose "
             f"log10 is undefined, so the power law cannot be fitted through them: {shown}. Use "
             f"exclude_nonpositive=True to leave them out (they are then listed as excluded with "
             f"reason {REASON_NONPOSITIVE!r}), or measure those cells with more data."
@@ -720,7 +692,7 @@ def _fit_level(
             **base,
             status=STATUS_INSUFFICIENT,
             reason=(
-                f"{len(points)} usable point(s) ({len(excluded)} excluded); the law with terms "
+                f"{len(points)} admitted cell(s) ({len(excluded)} excluded); the law with terms "
                 f"[{terms}] needs at least {k + 1}"
             ),
         )
@@ -736,29 +708,29 @@ def _fit_level(
                 "sweep at least two shot values"
             ),
         )
-    res = sm.OLS(y, x).fit()
-    params = np.asarray(res.params, dtype=np.float64)
-    bse = np.asarray(res.bse, dtype=np.float64)
-    ci = np.asarray(res.conf_int(alpha=1.0 - confidence), dtype=np.float64)
+    res = wls_fit(x, y, np.array([p.y_se for p in points]), confidence)
 
     def _ci(j: int) -> tuple[float | None, float | None]:
-        return (_f(ci[j, 0]), _f(ci[j, 1]))
+        return (_f(res.ci[j, 0]), _f(res.ci[j, 1]))
 
     return LevelFit(
         **base,
         status=STATUS_OK,
         reason=None,
-        beta_0=float(params[0]),
-        beta_s=float(params[1]),
-        beta_c=float(params[2]) if use_c else None,
-        se_0=_f(bse[0]),
-        se_s=_f(bse[1]),
-        se_c=_f(bse[2]) if use_c else None,
+        beta_0=float(res.params[0]),
+        beta_s=float(res.params[1]),
+        beta_c=float(res.params[2]) if use_c else None,
+        se_0=_f(res.se[0]),
+        se_s=_f(res.se[1]),
+        se_c=_f(res.se[2]) if use_c else None,
         ci_0=_ci(0),
         ci_s=_ci(1),
         ci_c=_ci(2) if use_c else None,
-        r_squared=_f(res.rsquared),
+        r_squared=_f(res.r_squared),
         lodo=_lodo(points, use_c),
+        cov=tuple(tuple(float(v) for v in row) for row in res.cov),
+        dof=res.dof,
+        scale=_f(res.scale),
     )
 
 
@@ -769,12 +741,17 @@ def fit_power_law(
     exclude_nonpositive: bool = True,
     exclude_saturated: bool = True,
     confidence: float = 0.95,
+    min_false_positives: int = MIN_FALSE_POSITIVES,
+    ceiling_margin: float = CEILING_MARGIN,
 ) -> ScalingFit:
     """Fit ``log10(TPR - FPR) = beta_S log10 S [+ beta_C log10 C] + beta_0`` per level.
 
-    See the module docstring for the cells, exclusions, model and leave-one-dataset-out check.
-    Raises :class:`MiascaleError` for malformed rows, a bad ``confidence``, or (only with
-    ``exclude_nonpositive=False``) cells with median advantage ``<= 0``.
+    Cells are admitted by the rules of :mod:`miascale.fit_rules` (each switchable:
+    ``exclude_unresolvable`` → the false-positive budget ``min_false_positives``,
+    ``exclude_nonpositive`` → distinguishable from chance, ``exclude_saturated`` → clear of the
+    ceiling by ``ceiling_margin``) and fitted by weighted least squares. Raises
+    :class:`MiascaleError` for malformed rows, bad settings, or (only with
+    ``exclude_nonpositive=False``) admitted cells with mean advantage ``<= 0``.
     """
     if (
         isinstance(confidence, bool)
@@ -784,209 +761,33 @@ def fit_power_law(
         raise MiascaleError(
             f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {confidence!r}."
         )
-    levels = _collect(rows)
-    fits = tuple(
-        _fit_level(
-            level,
-            levels[level],
-            exclude_unresolvable=exclude_unresolvable,
-            exclude_nonpositive=exclude_nonpositive,
-            exclude_saturated=exclude_saturated,
-            confidence=float(confidence),
+    if (
+        isinstance(min_false_positives, bool)
+        or not isinstance(min_false_positives, int)
+        or (min_false_positives < 1)
+    ):
+        raise MiascaleError(
+            f"min_false_positives must be an integer >= 1 (the false positives an FPR level must "
+            f"allow before its threshold means anything; default {MIN_FALSE_POSITIVES}), got "
+            f"{min_false_positives!r}."
         )
-        for level in sorted(levels)
-    )
-    return ScalingFit(
-        levels=fits,
+    if not isinstance(ceiling_margin, int | float) or not (0.0 <= ceiling_margin < 1.0):
+        raise MiascaleError(
+            f"ceiling_margin must be a number in [0, 1) (default {CEILING_MARGIN}), got "
+            f"{ceiling_margin!r}."
+        )
+    settings = ScalingFit(
+        levels=(),
         confidence=float(confidence),
         exclude_unresolvable=bool(exclude_unresolvable),
         exclude_nonpositive=bool(exclude_nonpositive),
         exclude_saturated=bool(exclude_saturated),
+        min_false_positives=int(min_false_positives),
+        ceiling_margin=float(ceiling_margin),
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# Prediction and planning
-# ----------------------------------------------------------------------------------------------
-
-
-def _coefficients(coeffs: LevelFit | Coefficients) -> Coefficients:
-    if isinstance(coeffs, LevelFit):
-        return coeffs.coefficients()
-    if isinstance(coeffs, Coefficients):
-        return coeffs
-    raise MiascaleError(
-        f"Expected a LevelFit (from fit_power_law / ScalingFit.level) or Coefficients, got "
-        f"{type(coeffs).__name__}."
-    )
-
-
-def _positive(x: Any, name: str) -> float:
-    if (
-        isinstance(x, bool)
-        or not isinstance(x, int | float | np.number)
-        or not (math.isfinite(float(x)) and float(x) > 0)
-    ):
-        raise MiascaleError(f"{name} must be a positive finite number, got {x!r}.")
-    return float(x)
-
-
-def _classes_term(c: Coefficients, classes: Any) -> tuple[float, int | None]:
-    if classes is not None:
-        cls = _positive(classes, "classes")
-        if cls != int(cls):
-            raise MiascaleError(f"classes must be a whole number, got {classes!r}.")
-        classes = int(cls)
-    if c.beta_c is None:
-        return 0.0, classes
-    if classes is None:
-        raise MiascaleError(
-            f"This scaling law has a classes term (beta_C = {c.beta_c:.4g}), fitted because the "
-            f"sweep varied the number of classes, so a prediction needs the number of classes: "
-            f"pass classes=C."
-        )
-    return c.beta_c * math.log10(classes), classes
-
-
-def _log_adv(c: Coefficients, shots: float, c_term: float) -> float:
-    return c.beta_s * math.log10(shots) + c_term + c.beta_0
-
-
-def _prediction(c: Coefficients, shots: float, classes: int | None, c_term: float) -> Prediction:
-    la = _log_adv(c, shots, c_term)
-    adv = 10.0**la if la < 300 else math.inf
-    raw_tpr = c.fpr_level + adv
-    return Prediction(
-        shots=float(shots),
-        classes=classes,
-        fpr_level=c.fpr_level,
-        log10_advantage=la,
-        advantage=adv,
-        tpr=min(1.0, raw_tpr),
-        clipped=raw_tpr > 1.0,
-    )
-
-
-def predict(
-    coeffs: LevelFit | Coefficients, shots: float, classes: int | None = None
-) -> Prediction:
-    """Evaluate the law at ``shots`` (``> 0``; need not be an integer) and ``classes``.
-
-    ``classes`` is required when the law has a classes term and otherwise only recorded.
-    """
-    c = _coefficients(coeffs)
-    s = _positive(shots, "shots")
-    c_term, cls = _classes_term(c, classes)
-    return _prediction(c, s, cls, c_term)
-
-
-def plan(
-    coeffs: LevelFit | Coefficients,
-    fpr_level: float | None,
-    classes: int | None = None,
-    *,
-    target_advantage: float | None = None,
-    epsilon: float | None = None,
-    delta: float = 0.0,
-) -> Plan:
-    """The smallest integer ``S >= 1`` whose predicted advantage is at most the target.
-
-    Give exactly one of ``target_advantage`` (in ``(0, 1)``) or ``epsilon`` (``>= 0``; then the
-    target is ``(e^epsilon - 1) * fpr_level + delta``, the advantage an ``(epsilon, delta)``-DP
-    mechanism allows, with ``delta`` in ``[0, 1)``). ``fpr_level`` must match the law's level
-    (``None`` takes it from ``coeffs``). The law must decrease with ``S`` (``beta_S < 0``).
-    The comparison with the target allows a few ulps of floating-point error, so an
-    exact-integer ``S*`` is returned as itself. Targets needing more than ``10^15`` shots raise.
-    """
-    c = _coefficients(coeffs)
-    if fpr_level is None:
-        fpr = c.fpr_level
-    else:
-        fpr = _check_fpr(fpr_level)
-        if not math.isclose(fpr, c.fpr_level, rel_tol=1e-9, abs_tol=0.0):
-            raise MiascaleError(
-                f"plan() was asked for fpr_level={fpr}, but the scaling law was fitted at "
-                f"fpr_level={c.fpr_level}; the law differs between levels. Use the fit of level "
-                f"{fpr} (ScalingFit.level(...)) or pass fpr_level={c.fpr_level}."
-            )
-    if (target_advantage is None) == (epsilon is None):
-        raise MiascaleError(
-            "plan() needs exactly one of target_advantage (the largest acceptable TPR - FPR) or "
-            "epsilon (a differential-privacy budget, with optional delta)."
-        )
-    if isinstance(delta, bool) or not isinstance(delta, int | float) or not (0.0 <= delta < 1.0):
-        raise MiascaleError(f"delta must be a number in [0, 1), got {delta!r}.")
-    delta = float(delta)
-    if epsilon is not None:
-        if (
-            isinstance(epsilon, bool)
-            or not isinstance(epsilon, int | float)
-            or not math.isfinite(epsilon)
-            or epsilon < 0
-        ):
-            raise MiascaleError(f"epsilon must be a finite number >= 0, got {epsilon!r}.")
-        target = math.expm1(float(epsilon)) * fpr + delta
-        if not (0.0 < target < 1.0):
-            raise MiascaleError(
-                f"epsilon={epsilon} and delta={delta} at FPR {fpr} allow an advantage of "
-                f"(e^epsilon - 1) * FPR + delta = {target:.6g}, which is "
-                + (
-                    "0: no power law ever reaches zero advantage. Use epsilon > 0 or delta > 0."
-                    if target <= 0.0
-                    else ">= 1: the privacy bound is vacuous at this FPR, any S satisfies it. "
-                    "Use a smaller epsilon or delta."
-                )
-            )
-    else:
-        if (
-            isinstance(target_advantage, bool)
-            or not isinstance(target_advantage, int | float)
-            or not (0.0 < target_advantage < 1.0)
-        ):
-            raise MiascaleError(
-                f"target_advantage (largest acceptable TPR - FPR) must lie strictly between 0 "
-                f"and 1, got {target_advantage!r}."
-            )
-        target = float(target_advantage)
-    if not c.beta_s < 0.0:
-        raise MiascaleError(
-            f"The fitted scaling law has slope beta_S = {c.beta_s:.4g} >= 0: the predicted "
-            f"advantage does not decrease as shots grow, so no number of shots achieves the "
-            f"target advantage {target:.4g}. Check the fit (its points and exclusions); more "
-            f"shots will not make this attack weaker according to these results."
-        )
-    c_term, cls = _classes_term(c, classes)
-    log_t = math.log10(target)
-    log_s_star = (log_t - c.beta_0 - c_term) / c.beta_s
-    if log_s_star > 15:
-        raise MiascaleError(
-            f"The scaling law would need about 10^{log_s_star:.1f} shots to reach advantage "
-            f"{target:.4g}, far beyond any dataset; the target is unreachable in practice. "
-            f"Relax the target (or epsilon) or check the fit."
-        )
-    s_real = 10.0**log_s_star
-
-    def ok(s: int) -> bool:
-        terms = (c.beta_s * math.log10(s), c_term, c.beta_0, log_t)
-        tol = _PLAN_REL_TOL * sum(abs(t) for t in terms)  # a few ulps of the terms' magnitude
-        return _log_adv(c, s, c_term) <= log_t + tol
-
-    s = max(1, math.ceil(s_real))
-    while s > 1 and ok(s - 1):  # float error pushed S* just above an integer
-        s -= 1
-    while not ok(s):  # float error pushed S* just below an integer
-        s += 1
-    return Plan(
-        shots=s,
-        shots_real=s_real,
-        target_advantage=target,
-        epsilon=None if epsilon is None else float(epsilon),
-        delta=delta,
-        fpr_level=fpr,
-        classes=cls,
-        coefficients=c,
-        predicted=_prediction(c, float(s), cls, c_term),
-    )
+    levels = _collect(rows)
+    fits = tuple(_fit_level(level, levels[level], settings) for level in sorted(levels))
+    return replace(settings, levels=fits)
 
 
 _TAIL_KEY = re.compile(r"^tail_(naive|cross)_(q[0-9.e-]+|max)$")

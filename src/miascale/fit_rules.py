@@ -1,0 +1,203 @@
+"""Which measured cells may enter a power-law fit, what each one weighs, and the weighted fit.
+
+A *cell* is one (dataset, backbone, classes, shots) setting at one FPR level ``t``, measured
+with one or more seeds. The rules (contract: ``docs/sweep.md`` "Fit admission"; DESIGN §3):
+
+Cell value and its uncertainty
+    ``advantage`` is the **mean** over seeds of ``TPR@t - t``; ``tpr`` likewise. Its standard
+    error combines the two sources of noise we can measure:
+
+    * within a seed, the bootstrap SE of TPR@t (resampling pool examples with all their target
+      pairs, :func:`miascale.metrics.tpr_at_fpr` with ``groups``), never below the half-width / z
+      of the Clopper–Pearson interval over pairs (the bootstrap collapses to 0 when every
+      resample gives TPR 1; independent pairs are the least noise there can be); rows written
+      before the bootstrap carry only that interval, which then stands in (``se_source``);
+    * across seeds (each seed redraws the pool and the plan, i.e. resamples whole cells), the
+      sample variance of the seeds' advantages.
+
+    ``se = sqrt(max(mean(se_i^2), var_between) / m)`` for ``m`` seeds (with one seed only the
+    bootstrap term). The between-seed term already contains the within-seed noise; the bootstrap
+    term is a floor, because the spread of two or three seeds is itself very noisy.
+    The cell's interval is ``advantage ± z·se`` (normal), ``y = log10(advantage)`` with
+    ``se_y = se / (advantage · ln 10)`` (delta method).
+
+Admission (each failed rule is recorded as a reason; a cell enters only with none)
+    * ``REASON_FEW_FP``: some seed's level allows fewer than ``min_false_positives`` false
+      positives (``floor(t · Q) < min_false_positives``, ``Q`` negative pairs): the threshold is
+      then set by a handful of non-member scores (default 10, not 1).
+    * ``REASON_CHANCE``: the advantage interval reaches 0 (``advantage - z·se <= 0``), i.e. the
+      attack is not distinguishable from guessing; this includes a non-positive mean, whose
+      logarithm is undefined (``REASON_NONPOSITIVE`` is then recorded as well).
+    * ``REASON_CEILING``: the TPR interval comes within ``ceiling_margin`` of 1
+      (``tpr + z·se >= 1 - ceiling_margin``, default margin 0.02): near the ceiling the advantage
+      is pinned at ``1 - t`` and carries no information about the slope.
+
+Weighted least squares
+    ``y`` on ``[1, log10 S (, log10 C)]`` with weights ``1 / se_y^2``. The coefficient
+    covariance is ``(X' W X)^-1 · max(1, s^2)`` where ``s^2`` is the weighted residual variance
+    (the reduced chi-square): when the points scatter more than their standard errors say (the
+    law is only approximately a line), the intervals widen accordingly; they never shrink below
+    what the measured errors imply. Intervals are Student-t with ``n - p`` degrees of freedom.
+    ``R²`` is the weighted coefficient of determination.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from miascale.metrics import fp_budget
+
+MIN_FALSE_POSITIVES = 10
+"""Default minimum of false positives an FPR level must allow (``floor(t·Q)``) in every seed."""
+CEILING_MARGIN = 0.02
+"""Default margin: a cell whose TPR interval reaches ``1 - CEILING_MARGIN`` is saturated."""
+
+REASON_FEW_FP = "too few false positives"
+REASON_NONPOSITIVE = "TPR <= FPR"
+REASON_CHANCE = "indistinguishable from chance"
+REASON_CEILING = "at the ceiling"
+REASON_ORDER = (REASON_FEW_FP, REASON_NONPOSITIVE, REASON_CHANCE, REASON_CEILING)
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """One cell at one FPR level: the mean over seeds and its uncertainty (see module doc)."""
+
+    fpr_level: float
+    n_seeds: int
+    tpr: float
+    advantage: float
+    se: float  # standard error of ``advantage`` (and of ``tpr``)
+    ci_low: float  # of the TPR: tpr - z·se (clipped to [0, 1])
+    ci_high: float
+    fp_budget: int | None  # smallest floor(t·Q) over seeds (None: unknown, no n_neg)
+    se_source: str  # "bootstrap", "interval" (rows without a bootstrap SE) or a mix "mixed"
+    z: float
+
+    @property
+    def y(self) -> float:
+        return math.log10(self.advantage) if self.advantage > 0 else math.nan
+
+    @property
+    def y_se(self) -> float:
+        if not self.advantage > 0:
+            return math.nan
+        return self.se / (self.advantage * math.log(10.0))
+
+
+def z_value(confidence: float) -> float:
+    """Two-sided normal quantile for ``confidence`` (1.96 at 0.95)."""
+    return float(stats.norm.ppf(0.5 + confidence / 2.0))
+
+
+def summarize_cell(
+    fpr_level: float,
+    tpr: list[float],
+    ci_low: list[float],
+    ci_high: list[float],
+    se: list[float | None],
+    n_neg: list[int | None],
+    confidence: float = 0.95,
+    cp: list[tuple[float, float] | None] | None = None,
+) -> CellSummary:
+    """Combine the seeds of one cell (lists aligned by seed) into a :class:`CellSummary`."""
+    z = z_value(confidence)
+    m = len(tpr)
+    t = np.asarray(tpr, dtype=np.float64)
+    sources = set()
+    within = []
+    cp = cp if cp is not None else [None] * m
+    for s, lo, hi, c in zip(se, ci_low, ci_high, cp, strict=True):
+        floor_lo, floor_hi = (lo, hi) if c is None else c
+        floor = ((float(floor_hi) - float(floor_lo)) / (2.0 * z)) ** 2
+        if s is not None and math.isfinite(s):
+            within.append(max(float(s) ** 2, floor))
+            sources.add("bootstrap")
+        else:  # older rows: an interval only (Clopper–Pearson over pairs, too narrow)
+            within.append(floor)
+            sources.add("interval")
+    var_within = float(np.mean(within))
+    var_between = float(np.var(t, ddof=1)) if m >= 2 else 0.0
+    se_cell = math.sqrt(max(var_within, var_between) / m)
+    mean_tpr = float(t.mean())
+    budgets = [None if q is None else int(fp_budget(np.float64(fpr_level), q)) for q in n_neg]
+    known = [b for b in budgets if b is not None]
+    return CellSummary(
+        fpr_level=float(fpr_level),
+        n_seeds=m,
+        tpr=mean_tpr,
+        advantage=mean_tpr - float(fpr_level),
+        se=se_cell,
+        ci_low=max(0.0, mean_tpr - z * se_cell),
+        ci_high=min(1.0, mean_tpr + z * se_cell),
+        fp_budget=min(known) if len(known) == len(budgets) else None,
+        se_source=sources.pop() if len(sources) == 1 else "mixed",
+        z=z,
+    )
+
+
+def admission_reasons(
+    cell: CellSummary,
+    *,
+    min_false_positives: int = MIN_FALSE_POSITIVES,
+    ceiling_margin: float = CEILING_MARGIN,
+    check_budget: bool = True,
+    check_chance: bool = True,
+    check_ceiling: bool = True,
+    resolvable: bool = True,
+) -> tuple[str, ...]:
+    """Every rule of the module docstring that ``cell`` fails, in :data:`REASON_ORDER`.
+
+    ``resolvable=False`` (some seed allowed no false positive at all) fails the budget rule even
+    when the rows carry no ``n_neg``.
+    """
+    reasons = []
+    if check_budget:
+        few = not resolvable or (
+            cell.fp_budget is not None and cell.fp_budget < min_false_positives
+        )
+        if few:
+            reasons.append(REASON_FEW_FP)
+    if cell.advantage <= 0:
+        reasons.append(REASON_NONPOSITIVE)
+    if check_chance and cell.advantage - cell.z * cell.se <= 0:
+        reasons.append(REASON_CHANCE)
+    if check_ceiling and cell.tpr + cell.z * cell.se >= 1.0 - ceiling_margin:
+        reasons.append(REASON_CEILING)
+    return tuple(reasons)
+
+
+@dataclass(frozen=True)
+class WlsResult:
+    params: np.ndarray  # (p,)
+    cov: np.ndarray  # (p, p)
+    ci: np.ndarray  # (p, 2)
+    se: np.ndarray  # (p,)
+    r_squared: float
+    dof: int
+    scale: float  # weighted residual variance (reduced chi-square)
+
+
+def wls_fit(x: np.ndarray, y: np.ndarray, y_se: np.ndarray, confidence: float) -> WlsResult:
+    """Weighted least squares of ``y`` on the design ``x`` with weights ``1/y_se^2``."""
+    n, p = x.shape
+    w = 1.0 / np.square(y_se)
+    sw = np.sqrt(w)
+    xw, yw = x * sw[:, None], y * sw
+    beta, *_ = np.linalg.lstsq(xw, yw, rcond=None)
+    resid = yw - xw @ beta
+    dof = n - p
+    scale = float(resid @ resid / dof) if dof > 0 else math.nan
+    xtwx_inv = np.linalg.pinv(xw.T @ xw)
+    cov = xtwx_inv * max(1.0, scale if math.isfinite(scale) else 1.0)
+    se = np.sqrt(np.diag(cov))
+    q = float(stats.t.ppf(0.5 + confidence / 2.0, dof)) if dof > 0 else math.inf
+    ci = np.column_stack([beta - q * se, beta + q * se])
+    ybar = float(np.sum(w * y) / np.sum(w))
+    ss_tot = float(np.sum(w * (y - ybar) ** 2))
+    r2 = 1.0 - float(resid @ resid) / ss_tot if ss_tot > 0 else math.nan
+    return WlsResult(beta, cov, ci, se, r2, dof, scale)
