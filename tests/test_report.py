@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 import re
@@ -74,7 +75,7 @@ def _rows_for(cell, rng) -> list[dict]:
                     "true_positives": 10,
                     "false_positives": 1,
                     "n_pos": 100,
-                    "n_neg": 100,
+                    "n_neg": 10_000,
                     "resolvable": resolvable,
                     "auc": 0.5 + adv / 2,
                     "test_accuracy": acc,
@@ -169,7 +170,7 @@ def test_report_end_to_end(tmp_path):
     assert fmt_coef(lf.beta_s, lf.ci_s) in text
     assert f"{lf.beta_s:.3f} [{lf.ci_s[0]:.3f}, {lf.ci_s[1]:.3f}]" in text
     # excluded (unresolvable) points are listed with their reason
-    assert "not resolvable" in text and "<details>" in text
+    assert "too few false positives" in text and "<details>" in text
     # the plan: a decreasing law gives an integer S, the increasing one a dash with the reason
     assert "The fitted slope β_S = " in text and "is ≥ 0" in text
     # the missing artifacts folder is reported, not fatal
@@ -186,9 +187,18 @@ def test_plan_values_match_scaling_plan(tmp_path):
     run_dir = tmp_path / "run"
     rows = _make_run(run_dir, artifacts=False)
     text = build_report(run_dir).read_text(encoding="utf-8")
+    from miascale.planning import format_shots, plan_sentence
+
     lf = fit_power_law(rows).level("lira", "online", 0.01)
-    expected = plan(lf, 0.01, 10, epsilon=1.0).shots
-    assert re.search(rf'<td class="num">{expected} <span class="muted">', text)
+    p = plan(lf, 0.01, 10, epsilon=1.0)
+    if p.trustworthy:  # the number with its interval
+        lo, hi = (format_shots(v) for v in p.shots_ci)
+        assert f'{format_shots(p.shots)} <span class="muted">[{lo}, {hi}]</span>' in text
+    else:  # no number: a note says why, in words
+        assert html.escape(plan_sentence(p), quote=True) in text
+    lf1 = fit_power_law(rows).level("lira", "online", 0.1)
+    p1 = plan(lf1, 0.1, 10, epsilon=1.0)
+    assert p.trustworthy or p1.trustworthy  # the synthetic law is clean enough for one plan
 
 
 def test_uses_fit_json_and_custom_out_path(tmp_path):

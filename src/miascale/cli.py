@@ -56,6 +56,11 @@ ShadowOpt = Annotated[
 MembershipOpt = Annotated[str, typer.Option("--membership", help="balanced | bernoulli")]
 FprOpt = Annotated[str, typer.Option("--fpr", help="FPR levels, comma-separated.")]
 L2Opt = Annotated[float, typer.Option("--l2", help="L2 strength of the heads.")]
+_STANDARDIZE_HELP = (
+    "Head recipe, whose statistics set the feature scale: pool (default; the pool's, shared by "
+    "all models), subset (each model's own training subset; outliers at small S), none (raw "
+    "features). See docs/audit.md."
+)
 DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")]
 
 
@@ -189,10 +194,12 @@ def demo(
     """The embedded default job: Fashion-MNIST × EfficientNet-Lite0, LiRA over S, fit, plan, report.
 
     Sweeps S ∈ {1, 2, 4, …, 256} with M = 64 shadow models and 3 seeds (resumable in --out), fits
-    the power law per FPR level, plans the S needed for ε = 1 at FPR = 0.001 and writes
-    report.html.
+    the power law per FPR level (admitted cells only, weighted by their bootstrap errors), plans
+    the S needed for ε = 1 at each level as an interval (or says why the data cannot answer) and
+    writes report.html.
     """
     from miascale.experiments.grid import SweepSpec
+    from miascale.planning import plan_sentence
     from miascale.probe import linear_probe
     from miascale.report import build_report
     from miascale.scaling import plan as _plan
@@ -210,30 +217,68 @@ def demo(
         seeds=tuple(range(6 if paper else 3)), shadow_models=256 if paper else 64,
         variants=("lira-online",), fpr=(0.1, 0.01, 0.001),
     )  # fmt: skip
+    _set_aside_older_demo(out_dir, spec)
     summary, store = run_sweep_command(spec, out_dir)
     store.close()
     fitted, tail = fit_run(out_dir)
-    level = fitted.level("lira", "online", 0.001)
-    try:
-        p = _plan(level, 0.001, len(fs.class_names), epsilon=1.0)
-        plan_text = (
-            f"ε = 1 at FPR 0.001 (advantage ≤ {p.target_advantage:.5f}) needs S ≥ {p.shots:,} "
-            "examples per class"
-        )
-        plan_doc = p.to_dict()
-    except MiascaleError as exc:
-        plan_text, plan_doc = f"no plan: {exc}", None
+    plan_lines, plan_docs = [], {}
+    for lv in fitted.levels:  # the plan for ε = 1 at every level with a law
+        key = f"{lv.fpr_level:g}"
+        if not lv.ok:
+            plan_lines.append(f"ε = 1 at FPR {key}: no plan, the law was not fitted ({lv.reason}).")
+            plan_docs[key] = None
+            continue
+        try:
+            p = _plan(lv, lv.fpr_level, len(fs.class_names), epsilon=1.0)
+            plan_lines.append(plan_sentence(p))
+            plan_docs[key] = p.to_dict()
+        except MiascaleError as exc:
+            plan_lines.append(f"ε = 1 at FPR {key}: no plan: {exc}")
+            plan_docs[key] = None
     path = build_report(out_dir)
     if json_:
-        _emit_json({"sweep": summary.to_dict(), "fit": fitted.to_dict(), "plan_epsilon_1": plan_doc,
-                    "probe": probe.to_dict(), "report": str(path)})  # fmt: skip
+        _emit_json({"sweep": summary.to_dict(), "fit": fitted.to_dict(),
+                    "plan_epsilon_1": plan_docs, "probe": probe.to_dict(),
+                    "report": str(path)})  # fmt: skip
         return
-    out.print(_fit_table(fitted))
     if tail is not None:
         out.print(_tail_table(tail))
-    out.print(plan_text)
+    for line in level_lines(fitted) + plan_lines:
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     out.print(f"sweep: {summary.ran} cells run, {summary.skipped} reused, {summary.seconds:.0f} s")
     out.print(f"report: {path}")
+
+
+def _set_aside_older_demo(out_dir: Path, spec) -> None:
+    """A demo run directory written by an older recipe (another sweep spec) is renamed to
+    ``<out>.previous-N`` so that the demo starts afresh instead of failing or mixing results."""
+    import sqlite3
+
+    from miascale.experiments.store import DB_NAME, _canonical, _plain
+
+    db = Path(out_dir) / DB_NAME
+    if not db.is_file():
+        return
+    try:
+        con = sqlite3.connect(db)
+        try:
+            (stored,) = con.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()
+        finally:
+            con.close()
+    except (sqlite3.Error, TypeError):
+        return  # not ours to judge: the sweep reports it
+    if json.loads(stored) == json.loads(_canonical(_plain(spec.to_dict()))):
+        return
+    n = 1
+    while Path(f"{out_dir}.previous-{n}").exists():
+        n += 1
+    target = Path(f"{out_dir}.previous-{n}")
+    Path(out_dir).rename(target)
+    err.print(
+        f"{out_dir} holds an older demo (another recipe or settings); moved it to {target} and "
+        "starting afresh.",
+        highlight=False, markup=False,
+    )  # fmt: skip
 
 
 def _parse_fpr(text: str) -> tuple[float, ...]:
@@ -337,6 +382,9 @@ def audit(
     optimizer: Annotated[
         str | None, typer.Option("--optimizer", help="lbfgs (default) | adam")
     ] = None,
+    standardize: Annotated[
+        str | None, typer.Option("--standardize", help=_STANDARDIZE_HELP)
+    ] = None,
     per_example_: Annotated[
         bool,
         typer.Option(
@@ -365,7 +413,8 @@ def audit(
                "--dp-lr": ("learning_rate", dp_lr)}  # fmt: skip
     film_opts = {"--epochs": ("epochs", epochs), "--film-lr": ("learning_rate", film_lr),
                  "--batch-size": ("batch_size", batch_size)}  # fmt: skip
-    head_opts = {"--l2": ("l2", l2), "--optimizer": ("optimizer", optimizer)}
+    head_opts = {"--l2": ("l2", l2), "--optimizer": ("optimizer", optimizer),
+                 "--standardize": ("standardize", standardize)}  # fmt: skip
     _only_with(dp_opts, epsilon is not None, "--epsilon (DP-SGD heads)")
     _only_with(film_opts, finetune == "film", "--finetune film")
     _only_with(head_opts, epsilon is None and finetune == "head", "exact heads (no --epsilon, "
@@ -388,7 +437,8 @@ def audit(
         shots=shots, classes=classes, shadow_models=shadow_models, attack=attack,
         lira_variant=lira_variant, variance=variance, location=location, membership=membership,
         fpr=_parse_fpr(fpr), seed=seed,
-        head=HeadConfig(l2=1e-3 if l2 is None else l2, optimizer=optimizer or "lbfgs"),
+        head=HeadConfig(l2=1e-3 if l2 is None else l2, optimizer=optimizer or "lbfgs",
+                        standardize=standardize or "pool"),
         rmia_gamma=gamma, rmia_a=rmia_a, population=population, hpo_trials=hpo or 0, dp=dp,
         finetune=finetune, film=film,
     ).validate()  # fmt: skip
@@ -428,13 +478,17 @@ def audit(
         _emit_json(doc)
         return
     t = Table(title=f"{provenance['dataset']} × {name}, S={shots}, K={config.n_models}")
-    for col in ("attack", "FPR", "TPR", "95% CI", "advantage", "negatives", "resolvable", "AUC"):
+    boot = result.metrics[0].ci_method == "bootstrap"
+    ci_col = f"95% CI ({'bootstrap' if boot else 'CP, indep.'})"
+    for col in ("attack", "FPR", "TPR", ci_col, *(("CP (indep.)",) if boot else ()), "advantage",
+                "negatives", "resolvable", "AUC"):  # fmt: skip
         t.add_column(col, justify="right")
     for o in result.outcomes:
         for m in o.metrics:
+            cp = (f"[{m.cp_low:.4f}, {m.cp_high:.4f}]",) if boot else ()
             t.add_row(
                 o.variant, f"{m.fpr_level:g}", f"{m.tpr:.4f}", f"[{m.ci_low:.4f}, {m.ci_high:.4f}]",
-                f"{m.advantage:+.4f}", str(m.n_neg), "yes" if m.resolvable else "no",
+                *cp, f"{m.advantage:+.4f}", str(m.n_neg), "yes" if m.resolvable else "no",
                 f"{o.auc:.4f}",
             )  # fmt: skip
     out.print(t)
@@ -618,6 +672,7 @@ def sweep(
     min_per_class: MinPerClassOpt = None,
     membership: MembershipOpt = "balanced",
     l2: L2Opt = 1e-3,
+    standardize: Annotated[str, typer.Option("--standardize", help=_STANDARDIZE_HELP)] = "pool",
     device: DeviceOpt = "cpu",
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory (resumable).")] = Path(
         "runs/sweep"
@@ -663,7 +718,7 @@ def sweep(
             min_per_class=min_per_class, membership=membership, l2=l2,
             epsilons=_csv(epsilons, _epsilon_value, "--epsilons"), dp_delta=dp_delta,
             dp_clip=dp_clip, dp_sampling_rate=dp_sampling_rate, dp_steps=dp_steps,
-            finetune=finetune, hpo=hpo,
+            finetune=finetune, hpo=hpo, standardize=standardize,
         )  # fmt: skip
     summary, store = run_sweep_command(
         spec, out_dir, device, backend=backend, address=address, max_retries=max_retries,
@@ -689,7 +744,13 @@ def sweep(
         raise typer.Exit(1)
 
 
-def fit_run(run_dir: Path, keep_unresolvable=False, keep_saturated=False):
+def fit_run(
+    run_dir: Path,
+    keep_unresolvable=False,
+    keep_saturated=False,
+    min_false_positives: int | None = None,
+    ceiling_margin: float | None = None,
+):
     """Fit the power law to a run directory's rows and write fit.json; returns the ScalingFit."""
     from miascale.audit import dp_variant
     from miascale.experiments.store import ResultStore
@@ -708,49 +769,72 @@ def fit_run(run_dir: Path, keep_unresolvable=False, keep_saturated=False):
             r["classes"] = r["n_classes"]
         if r.get("epsilon") is not None:  # DP cells: a law of their own per ε
             r["variant"] = dp_variant(r["variant"], r["epsilon"])
-    fit = fit_power_law(
-        rows, exclude_unresolvable=not keep_unresolvable, exclude_saturated=not keep_saturated
-    )
+    rules = {
+        "exclude_unresolvable": not keep_unresolvable,
+        "exclude_saturated": not keep_saturated,
+        **({} if min_false_positives is None else {"min_false_positives": min_false_positives}),
+        **({} if ceiling_margin is None else {"ceiling_margin": ceiling_margin}),
+    }
+    fit = fit_power_law(rows, **rules)
     doc = fit.to_dict()
     tails = tail_rows([r for r in rows if r.get("epsilon") is None])
     tail_fit = None
     if (
         tails
     ):  # the per-example tail: a law per quantile and for the maximum, naive and cross-fitted
-        tail_fit = fit_power_law(
-            tails, exclude_unresolvable=not keep_unresolvable, exclude_saturated=not keep_saturated
-        )
+        tail_fit = fit_power_law(tails, **rules)
         doc["tail"] = tail_fit.to_dict()
     _write_json(Path(run_dir) / "fit.json", doc)
     return fit, tail_fit
 
 
 def _fit_table(fit) -> Table:
-    t = Table(title="power law: log10(TPR − FPR) = β_S·log10 S + β_C·log10 C + β_0")
-    for col in (
-        "attack",
-        "FPR",
-        "β_S [95% CI]",
-        "β_C [95% CI]",
-        "β_0 [95% CI]",
-        "R²",
-        "points",
-        "excluded",
-    ):
-        t.add_column(col, justify="right")
+    t = Table(title="power law: log10(TPR − FPR) = β_S·log10 S + β_C·log10 C + β_0 (weighted LS)")
+    for col in ("attack", "FPR", "β_S [95% CI]", "β_C [95% CI]", "β_0 [95% CI]", "R²", "S fitted",
+                "cells", "excluded"):  # fmt: skip
+        t.add_column(col, justify="right", overflow="fold")
 
     def ci(b, c):
         return "–" if b is None else f"{b:.3f} [{c[0]:.3f}, {c[1]:.3f}]"
 
     for lv in fit.levels:
         ok = lv.status == "ok"
+        rng = lv.shots_range
         t.add_row(
             f"{lv.attack}-{lv.variant}", f"{lv.fpr_level:g}",
             ci(lv.beta_s, lv.ci_s) if ok else lv.status, ci(lv.beta_c, lv.ci_c) if ok else "–",
             ci(lv.beta_0, lv.ci_0) if ok else "–", f"{lv.r_squared:.3f}" if ok else "–",
-            str(lv.n_points), str(len(lv.excluded)),
+            "–" if rng is None else f"{rng[0]}–{rng[1]}", str(lv.n_points), str(len(lv.excluded)),
         )  # fmt: skip
     return t
+
+
+def _excluded_summary(lv) -> str:
+    """e.g. '4 excluded: 3 at the ceiling, 1 too few false positives'."""
+    if not lv.excluded:
+        return "none excluded"
+    counts: dict[str, int] = {}
+    for e in lv.excluded:
+        for r in e.reasons:
+            counts[r] = counts.get(r, 0) + 1
+    return f"{len(lv.excluded)} excluded: " + ", ".join(f"{n} {r}" for r, n in counts.items())
+
+
+def level_lines(fit) -> list[str]:
+    """One plain line per level: β_S with its interval, R², admitted S range, exclusions."""
+    lines = []
+    for lv in fit.levels:
+        head = f"{lv.attack}-{lv.variant} FPR {lv.fpr_level:g}: "
+        if lv.status != "ok":
+            lines.append(head + f"no law ({lv.status}: {lv.reason}); {_excluded_summary(lv)}")
+            continue
+        lo, hi = lv.shots_range
+        lines.append(
+            head + f"β_S = {lv.beta_s:.3f} [{lv.ci_s[0]:.3f}, {lv.ci_s[1]:.3f}], "
+            f"R² {lv.r_squared:.3f}, fitted on S = {lo}…{hi} ({lv.n_points} cells; "
+            f"{_excluded_summary(lv)})"
+        )
+    return lines
 
 
 def _tail_table(tail) -> Table:
@@ -783,26 +867,60 @@ def fit(
     ] = False,
     keep_saturated: Annotated[
         bool,
-        typer.Option("--keep-saturated", help="Do not exclude saturated cells (CI reaches 1)."),
+        typer.Option(
+            "--keep-saturated",
+            help="Do not exclude cells at the ceiling (TPR within the margin of 1).",
+        ),
     ] = False,
+    min_false_positives: Annotated[
+        int | None,
+        typer.Option(
+            "--min-false-positives",
+            help="False positives an FPR level must allow, floor(t·Q), for a cell to enter "
+            "(default 10).",
+        ),
+    ] = None,
+    ceiling_margin: Annotated[
+        float | None,
+        typer.Option(
+            "--ceiling-margin",
+            help="A cell whose TPR interval reaches 1 − margin is at the ceiling (default 0.02).",
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Fit log10(TPR − FPR) = β_S·log10 S + β_C·log10 C + β_0 per FPR level; writes fit.json."""
-    result, tail = fit_run(run_dir, keep_unresolvable, keep_saturated)
+    """Fit log10(TPR − FPR) = β_S·log10 S + β_C·log10 C + β_0 per FPR level; writes fit.json.
+
+    Cells enter only when their level allows enough false positives, their advantage is
+    distinguishable from chance and their TPR is clear of the ceiling (docs/sweep.md); the fit is
+    weighted by the cells' bootstrap standard errors. Excluded cells are listed with the reason.
+    """
+    result, tail = fit_run(
+        run_dir, keep_unresolvable, keep_saturated, min_false_positives, ceiling_margin
+    )
     if json_:
         _emit_json(json.loads((Path(run_dir) / "fit.json").read_text()))
         return
     out.print(_fit_table(result))
     if tail is not None:
         out.print(_tail_table(tail))
+    for line in level_lines(result):
+        out.print(line, highlight=False, markup=False)
     for lv in result.levels:
         for e in lv.excluded:
-            err.print(f"excluded ({lv.attack}-{lv.variant}, FPR {lv.fpr_level:g}): {e.to_dict()}")
+            err.print(
+                f"excluded ({lv.attack}-{lv.variant}, FPR {lv.fpr_level:g}): S={e.shots} "
+                f"C={e.classes} {e.dataset}/{e.backbone}: {'; '.join(e.reasons)} (TPR "
+                f"{e.tpr:.4f} [{e.ci_low:.4f}, {e.ci_high:.4f}], advantage {e.advantage:.4g}, "
+                f"{e.n_seeds} seed(s))",
+                highlight=False, markup=False,
+            )  # fmt: skip
     out.print(f"wrote {Path(run_dir) / 'fit.json'}")
 
 
 def _coefficients(coefficients: Path | None, beta_s, beta_0, beta_c, fpr: float, attack: str):
-    from miascale.scaling import Coefficients, ScalingFit
+    from miascale.planning import Coefficients
+    from miascale.scaling import ScalingFit
 
     if coefficients is not None:
         try:
@@ -828,6 +946,9 @@ Beta0 = Annotated[float | None, typer.Option("--beta-0", help="Intercept.")]
 BetaC = Annotated[float | None, typer.Option("--beta-c", help="Slope in log10 C.")]
 ClassCountOpt = Annotated[int | None, typer.Option("--classes", "-c", help="Number of classes C.")]
 AttackVar = Annotated[str, typer.Option("--attack", help="Attack variant in fit.json.")]
+ConfidenceOpt = Annotated[
+    float, typer.Option("--confidence", help="Level of the intervals (from the fit's covariance).")
+]
 
 
 @app.command()
@@ -840,21 +961,35 @@ def predict(
     beta_0: Beta0 = None,
     beta_c: BetaC = None,
     attack: AttackVar = "lira-online",
+    confidence: ConfidenceOpt = 0.95,
     json_: JsonOpt = False,
 ) -> None:
-    """Predicted TPR and advantage at S examples per class from a fitted (or given) law."""
-    from miascale.scaling import predict as _predict
+    """Predicted TPR and advantage at S examples per class, with intervals when fitted."""
+    from miascale.planning import predict as _predict
 
     law = _coefficients(coefficients, beta_s, beta_0, beta_c, fpr, attack)
-    p = _predict(law, shots, classes)
+    p = _predict(law, shots, classes, confidence=confidence)
     if json_:
         _emit_json(p.to_dict())
+        return
+    pct = f"{round(p.confidence * 100, 6):g}%"
+    if p.tpr_ci is None or p.advantage_ci is None:
+        band = " (no interval: the law carries no covariance)"
     else:
-        out.print(
-            f"S={shots}{'' if classes is None else f', C={classes}'}, FPR {fpr:g}: "
-            f"predicted TPR {p.tpr:.4g}, advantage {p.advantage:.4g}"
-            + (" (TPR clipped at 1: outside the law's range)" if p.clipped else "")
+        (t_lo, t_hi), (a_lo, a_hi) = p.tpr_ci, p.advantage_ci
+        band = (
+            f"; {pct} interval TPR {t_lo:.3g}–{t_hi:.3g}"
+            + (" (clipped at 1)" if p.tpr_ci_clipped else "")
+            + f", advantage {a_lo:.3g}–{a_hi:.3g}"
         )
+    out.print(
+        f"S={shots}{'' if classes is None else f', C={classes}'}, FPR {fpr:g}: "
+        f"predicted TPR {p.tpr:.3g}, advantage {p.advantage:.3g}"
+        + (" (TPR clipped at 1: outside the law's range)" if p.clipped else "")
+        + band
+    )
+    if not p.trustworthy:
+        out.print("Not trustworthy: " + " ".join(p.warnings))
 
 
 @app.command()
@@ -873,23 +1008,27 @@ def plan(
     beta_0: Beta0 = None,
     beta_c: BetaC = None,
     attack: AttackVar = "lira-online",
+    confidence: ConfidenceOpt = 0.95,
     json_: JsonOpt = False,
 ) -> None:
-    """The smallest S whose predicted advantage is at most the target (or the ε-DP bound)."""
-    from miascale.scaling import plan as _plan
+    """The smallest S whose predicted advantage is at most the target (or the (ε, δ)-DP bound).
+
+    Prints the point estimate with its interval, or says plainly that the data cannot answer.
+    """
+    from miascale.planning import plan as _plan
+    from miascale.planning import plan_sentence
 
     if (target_advantage is None) == (epsilon is None):
         raise MiascaleError("Give exactly one of --target-advantage and --epsilon.")
     law = _coefficients(coefficients, beta_s, beta_0, beta_c, fpr, attack)
-    p = _plan(law, fpr, classes, target_advantage=target_advantage, epsilon=epsilon, delta=delta)
+    p = _plan(
+        law, fpr, classes, target_advantage=target_advantage, epsilon=epsilon, delta=delta,
+        confidence=confidence,
+    )  # fmt: skip
     if json_:
         _emit_json(p.to_dict())
     else:
-        what = f"ε = {epsilon:g}, δ = {delta:g}" if epsilon is not None else "the target"
-        out.print(
-            f"FPR {fpr:g}: S ≥ {p.shots} examples per class keep the predicted advantage at or "
-            f"below {p.target_advantage:.4g} ({what}); the law crosses it at S ≈ {p.shots_real:.4g}."
-        )
+        out.print(plan_sentence(p))
 
 
 def _theory_table(doc: dict) -> Table:

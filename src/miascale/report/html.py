@@ -28,6 +28,7 @@ import numpy as np
 
 from miascale.errors import MiascaleError
 from miascale.paths import atomic_write_bytes
+from miascale.planning import dp_max_advantage, format_shots, plan_sentence
 from miascale.report import plots
 from miascale.scaling import LevelFit, ScalingFit, fit_power_law, plan, predict
 
@@ -907,8 +908,8 @@ def _excluded_details(lf: LevelFit) -> str:
     if lf.excluded:
         items = "".join(
             f"<li>{_e(p.dataset)}/{_e(p.backbone)} C={p.classes} S={p.shots}: "
-            f"{_e('; '.join(p.reasons))} (median advantage {fmt_num(p.advantage, 4)}, "
-            f"CI of TPR [{fmt_num(p.ci_low, 4)}, {fmt_num(p.ci_high, 4)}], "
+            f"{_e('; '.join(p.reasons))} (mean advantage {fmt_num(p.advantage, 4)}, "
+            f"95% CI of TPR [{fmt_num(p.ci_low, 4)}, {fmt_num(p.ci_high, 4)}], "
             f"{p.n_seeds} seed(s))</li>"
             for p in lf.excluded
         )
@@ -1043,10 +1044,13 @@ def _section_plan(run: RunData) -> str:
     out.append(
         '<p class="caption">'
         + _e(
-            "The smallest integer S whose predicted advantage is at most what an (ε, δ = 0) "
-            "differentially private mechanism allows at the level's FPR, (e^ε − 1)·FPR "
-            f"(target advantage in parentheses), for {c_text}. Extrapolations beyond the swept S "
-            "values rest on the power law holding there."
+            "The S per class at which the fitted law's advantage falls to what an (ε, δ = 0) "
+            "differentially private mechanism allows at the level's FPR, "
+            "min(e^ε·FPR, 1 − e^−ε·(1 − FPR)) − FPR (target advantage in parentheses), "
+            f"for {c_text}, with its 95% interval from the fit's covariance. Where the data cannot "
+            "answer (too few admitted cells, R² below 0.9, an interval wider than a decade, or "
+            "extrapolation beyond a decade of the swept S) the cell says so in a note instead of "
+            "printing a number."
         )
         + "</p>"
     )
@@ -1067,7 +1071,7 @@ def _section_plan(run: RunData) -> str:
             f'<td class="num">{_e(f"{lf.fpr_level:g}")}</td>',
         ]
         for eps in PLAN_EPSILONS:
-            target = math.expm1(eps) * lf.fpr_level
+            target = dp_max_advantage(lf.fpr_level, eps)
             if not lf.ok:
                 cells.append(f'<td class="num">{why(f"fit {lf.status}: {lf.reason}")}</td>')
                 continue
@@ -1083,8 +1087,14 @@ def _section_plan(run: RunData) -> str:
             except MiascaleError as e:
                 cells.append(f'<td class="num">{why(str(e))}</td>')
                 continue
+            muted = f'<span class="muted">({_e(f"{target:.3g}")})</span>'
+            if not p.trustworthy:
+                cells.append(f'<td class="num">{why(plan_sentence(p))} {muted}</td>')
+                continue
+            lo, hi = p.shots_ci
             cells.append(
-                f'<td class="num">{p.shots} <span class="muted">({_e(f"{target:.3g}")})</span></td>'
+                f'<td class="num">{_e(format_shots(p.shots))} '
+                f'<span class="muted">[{_e(format_shots(lo))}, {_e(format_shots(hi))}]</span> {muted}</td>'
             )
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
