@@ -543,3 +543,16 @@ def test_resume_after_sigkill(tmp_path):
     got, want = _all_rows(killed), _all_rows(reference)
     assert len(want) == N_CELLS * 6
     assert got == want
+
+
+def test_head_recipe_in_spec_and_cells():
+    """The new default recipe (pool) is part of the spec and the ids; the old one (subset) is
+    left out, so a run directory written before the change still resumes as what it is."""
+    new, old = _spec(), _spec(standardize="subset")
+    assert new.to_dict()["standardize"] == "pool" and "standardize" not in old.to_dict()
+    assert all(c.standardize == "pool" for c in expand(new))
+    assert {c.cell_id for c in expand(new)}.isdisjoint({c.cell_id for c in expand(old)})
+    with pytest.raises(MiascaleError, match="standardize"):
+        _spec(standardize="zscore")
+    toml = SweepSpec.from_dict({"datasets": ["d"], "backbones": ["b"], "standardize": "none"})
+    assert toml.standardize == "none"
