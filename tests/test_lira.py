@@ -80,6 +80,9 @@ COMBOS = list(itertools.product([True, False], ["per-example", "global"], ["mean
 def test_matches_naive_reference(design, online, variance, location):
     for k, min_shadows in ((6, 2), (7, 3), (4, 2)):
         stats, mask = _inputs(design, k=k, seed=k)
+        # naive_lira is plain leave-one-out: the balanced plan's complementary partners stay in
+        # the shadows only with exclude_partner=False (the default leaves them out; that path is
+        # checked against its own reference in test_partners.py).
         res = lira_scores(
             stats,
             mask,
@@ -87,6 +90,7 @@ def test_matches_naive_reference(design, online, variance, location):
             variance=variance,
             location=location,
             min_shadows=min_shadows,
+            exclude_partner=False,
         )
         ref, n_fb, n_un = naive_lira(stats, mask, online, variance, location, min_shadows)
         assert isinstance(res, LiraResult)

@@ -59,7 +59,9 @@ CASES = [(True, None), (False, 0.0), (False, 0.3), (False, 1.0)]
 def test_matches_naive_reference(design, online, a, gamma):
     for k in (4, 5):
         stats, mask, pop = _inputs(design, k=k, seed=k)
-        res = rmia_scores(stats, mask, pop, online=online, gamma=gamma, a=a)
+        # naive_rmia is plain leave-one-out, so the balanced plan's partners stay references
+        # (exclude_partner=False); the default path is checked in test_partners.py.
+        res = rmia_scores(stats, mask, pop, online=online, gamma=gamma, a=a, exclude_partner=False)
         ref = naive_rmia(stats, mask, pop, online, gamma, a)
         assert isinstance(res, RmiaResult)
         assert res.scores.dtype == np.float64 and res.scores.shape == stats.shape
@@ -96,7 +98,8 @@ def test_heavy_ties_match_naive(online, a):
     pop = np.round(rng.normal(size=(k, z)), 1)
     pop[:, :n] = stats  # population columns identical to pool columns: LR exactly 1 online
     pop[:, 60:90] = pop[:, 30:60]  # duplicated population columns
-    res = rmia_scores(stats, mask, pop, online=online, a=a)
+    # leave-one-out reference: keep the partners (exclude_partner=False)
+    res = rmia_scores(stats, mask, pop, online=online, a=a, exclude_partner=False)
     ref = naive_rmia(stats, mask, pop, online, 1.0, a)
     np.testing.assert_array_equal(res.scores, ref)
     if online:
@@ -148,10 +151,14 @@ def test_tuned_a_independent_of_target_membership():
     assert base.a_tuned and np.all(np.isin(base.a, np.asarray(A_GRID)))
     rng = np.random.default_rng(123)
     for k in range(stats.shape[0]):
+        # The partner k ^ 1 takes no part in tuning either (DESIGN §3), so its row changes with
+        # the target's; the mask keeps the pair complementary so the pairing itself is unchanged.
         m2 = mask.copy()
         m2[k] = rng.random(stats.shape[1]) < 0.5
+        m2[k ^ 1] = ~m2[k]
         s2 = stats.copy()
         s2[k] = rng.normal(size=stats.shape[1]) * 3
+        s2[k ^ 1] = rng.normal(size=stats.shape[1]) * 3
         for st, mk in ((stats, m2), (s2, mask), (s2, m2)):
             assert rmia_scores(st, mk, pop, online=False).a[k] == base.a[k]
 
@@ -170,7 +177,8 @@ def test_tuned_a_reproduced_by_fixed_a():
 def test_tuned_a_matches_naive_tuning():
     stats, mask, pop = _tuning_inputs(seed=4, k=6, n=48, z=100)
     grid = (0.0, 0.25, 0.5, 0.75, 1.0)
-    res = rmia_scores(stats, mask, pop, online=False, a_grid=grid)
+    # leave-one-out tuning (the reference below keeps the partners): exclude_partner=False
+    res = rmia_scores(stats, mask, pop, online=False, a_grid=grid, exclude_partner=False)
     for k in range(stats.shape[0]):
         j = pseudo_target(k, stats.shape[0])
         sub = [m for m in range(stats.shape[0]) if m != k]  # the target never takes part
@@ -237,7 +245,11 @@ def test_validation_errors():
         rmia_scores(stats[:1], mask[:1], pop[:1])
     with pytest.raises(MiascaleError, match="at least 3 models"):
         rmia_scores(stats[:2], mask[:2], pop[:2], online=False)
-    rmia_scores(stats[:2], mask[:2], pop[:2], online=False, a=0.3)  # fixed a works with K=2
+    # models 0 and 1 are complementary partners: with the default exclude_partner=True they have
+    # no reference left; leave-one-out with a fixed a works with K=2
+    with pytest.raises(MiascaleError, match="no reference model"):
+        rmia_scores(stats[:2], mask[:2], pop[:2], online=False, a=0.3)
+    rmia_scores(stats[:2], mask[:2], pop[:2], online=False, a=0.3, exclude_partner=False)
     bad = stats.copy()
     bad[0, 0] = np.nan
     with pytest.raises(MiascaleError, match="NaN"):

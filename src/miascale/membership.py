@@ -1,4 +1,10 @@
-"""Membership plans: which pool examples each of the K models trains on."""
+"""Membership plans: which pool examples each of the K models trains on.
+
+Contract: a plan is a ``(K, N)`` bool ``in_mask``. :func:`complement_partners` finds, exactly,
+the model trained on the complement of each model's set (its *complementary partner*, DESIGN §3:
+the balanced design pairs models ``2j``/``2j+1``); the attacks leave a target's partner out of its
+shadow models and cross-fitting keeps partners on the same side.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,14 @@ import numpy as np
 
 from miascale.errors import MiascaleError
 
-__all__ = ["DESIGNS", "MembershipPlan", "balanced_plan", "bernoulli_plan", "make_plan"]
+__all__ = [
+    "DESIGNS",
+    "MembershipPlan",
+    "balanced_plan",
+    "bernoulli_plan",
+    "complement_partners",
+    "make_plan",
+]
 
 DESIGNS = ("balanced", "bernoulli")
 
@@ -34,6 +47,57 @@ class MembershipPlan:
     @property
     def n_examples(self) -> int:
         return int(self.in_mask.shape[1])
+
+    @property
+    def partners(self) -> np.ndarray:
+        """``(K,)`` int64 complementary partner of each model, −1 if none (see
+        :func:`complement_partners`)."""
+        return complement_partners(self.in_mask)
+
+
+def complement_partners(in_mask: np.ndarray) -> np.ndarray:
+    """The complementary partner of every model: ``j ≠ k`` with ``in_mask[j] == ~in_mask[k]``.
+
+    Exact (rows are bit-packed and compared byte for byte, no hashing), O(K·N/8) memory beyond the
+    mask. When several models share a membership set (a duplicated plan), the i-th of them in index
+    order is matched with the i-th model of the complementary set, so the matching is one-to-one
+    and symmetric (``partners[partners[k]] == k``); models left over get −1.
+
+    Args:
+        in_mask: ``(K, N)`` bool (or 0/1 integer) membership, N ≥ 1.
+
+    Returns:
+        ``(K,)`` int64, the partner's model index or −1 when model k has none.
+    """
+    mask = np.asarray(in_mask)
+    if mask.ndim != 2 or mask.shape[0] < 1 or mask.shape[1] < 1:
+        raise MiascaleError(
+            f"complement_partners needs a non-empty 2-D (models, examples) membership mask, got "
+            f"shape {mask.shape}. Pass MembershipPlan.in_mask."
+        )
+    if mask.dtype != np.bool_:
+        if not np.issubdtype(mask.dtype, np.integer) or not np.all((mask == 0) | (mask == 1)):
+            raise MiascaleError(
+                f"in_mask must be boolean (or 0/1 integers), got dtype {mask.dtype}. Use "
+                "MembershipPlan.in_mask."
+            )
+        mask = mask.astype(bool)
+    k_models, n = mask.shape
+    packed = np.packbits(mask, axis=1)  # (K, ⌈N/8⌉), zero padding bits at the end of each row
+    comp = ~packed
+    pad = (-n) % 8
+    if pad:
+        comp[:, -1] &= np.uint8((0xFF << pad) & 0xFF)  # restore the zero padding bits
+    _, ids = np.unique(np.concatenate([packed, comp]), axis=0, return_inverse=True)
+    ids = ids.reshape(-1).astype(np.int64)
+    row_id, comp_id = ids[:k_models], ids[k_models:]  # comp_id[k] ≠ row_id[k] since N ≥ 1
+    order = np.argsort(row_id, kind="stable")  # models grouped by membership set, index order
+    counts = np.bincount(row_id, minlength=int(ids.max()) + 1)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.empty(k_models, dtype=np.int64)
+    rank[order] = np.arange(k_models) - starts[row_id[order]]
+    ok = rank < counts[comp_id]
+    return np.where(ok, order[np.where(ok, starts[comp_id] + rank, 0)], -1).astype(np.int64)
 
 
 def _check_n_models(n_models: int) -> int:

@@ -4,8 +4,10 @@
 convention ``fn(stats, in_mask, *, online=True, population_stats=None, **options)`` returning an
 object with ``.scores`` ``(K, N)``, ``.n_unscored`` and ``.n_fallback_variance`` (0 where not
 applicable). ``options`` are the attack's own keyword options (LiRA: ``variance``, ``location``,
-``min_shadows``; RMIA: ``gamma``, ``a``, ``a_grid``; LOSS: none, everything is ignored); an
-option the attack does not know raises ``TypeError``. ``rmia_scores`` and ``loss_scores`` follow
+``min_shadows``, ``exclude_partner``; RMIA: ``gamma``, ``a``, ``a_grid``, ``exclude_partner``;
+LOSS: none, everything is ignored); an option the attack does not know raises ``TypeError``.
+``exclude_partner`` defaults to True everywhere (no variant sets it): a target's complementary
+partner is never among its shadow / reference models (DESIGN §3). ``rmia_scores`` and ``loss_scores`` follow
 the convention themselves; LiRA is registered through a thin adapter that ignores
 ``population_stats`` (``lira_scores`` itself is unchanged and still exported).
 

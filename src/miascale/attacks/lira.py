@@ -1,10 +1,15 @@
 """LiRA (Carlini et al., 2022), vectorised over targets and examples.
 
-Every one of the K models is the target once; the other K−1 models are its shadows
-(leave-one-out). Shadow statistics are split per example into IN (shadow trained on the example)
+Every one of the K models is the target once; the other models are its shadows. By default
+(``exclude_partner=True``, DESIGN §3) the target's complementary partner — the model trained on
+exactly the complement of its set, :func:`miascale.membership.complement_partners` — is left out
+too: its statistic is anti-correlated with the target's and its membership is the negation of the
+target's, so it would bias the fit. Targets without a partner (Bernoulli plans, an odd last model)
+keep all K−1 shadows; ``exclude_partner=False`` is plain leave-one-out. Shadow statistics are split per example into IN (shadow trained on the example)
 and OUT groups, Gaussians are fitted to each, and the target's statistic is scored against them.
-The target's own row never influences its parameters: leave-one-out sums, variances and medians
-are obtained by removing the target's contribution from per-example totals.
+The target's own row (and its partner's) never influences its parameters: leave-one-out (or
+leave-two-out) sums, variances and medians are obtained by removing those rows' contributions from
+per-example totals, vectorised over all targets at once.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 from scipy.stats import norm
 
 from miascale.errors import MiascaleError
+from miascale.membership import complement_partners
 
 __all__ = ["LOCATIONS", "STD_FLOOR", "VARIANCES", "LiraResult", "lira_scores"]
 
@@ -36,7 +42,9 @@ class LiraResult:
         n_fallback_variance: number of scored (k, n) pairs where a required group had between 1
             and ``min_shadows − 1`` shadows, so the target's pooled ("global") std was used.
         n_unscored: number of NaN scores.
-        online, variance, location, min_shadows: the settings used.
+        online, variance, location, min_shadows, exclude_partner: the settings used.
+        n_partners_excluded: number of targets whose complementary partner was left out of the
+            shadows (0 when ``exclude_partner`` is False or the plan has no pairs).
     """
 
     scores: np.ndarray
@@ -46,6 +54,8 @@ class LiraResult:
     variance: str
     location: str
     min_shadows: int
+    exclude_partner: bool
+    n_partners_excluded: int
 
     @property
     def n_models(self) -> int:
@@ -66,8 +76,15 @@ class _GroupFit:
     pooled_std: np.ndarray  # (K, 1) per-target pooled within-example std over shadows
 
 
-def _loo_median(stats: np.ndarray, member: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Leave-one-out medians of ``stats`` restricted to ``member`` rows, per column."""
+def _loo_median(
+    stats: np.ndarray,
+    member: np.ndarray,
+    count: np.ndarray,
+    partner: np.ndarray | None = None,
+    partner_member: np.ndarray | None = None,
+) -> np.ndarray:
+    """Leave-one-out medians of ``stats`` restricted to ``member`` rows, per column; with
+    ``partner`` (``(K,)`` row indices, valid where ``partner_member``) leave-two-out."""
     k_models = stats.shape[0]
     vals = np.where(member, stats, np.inf)
     order = np.argsort(vals, axis=0, kind="stable")
@@ -79,8 +96,18 @@ def _loo_median(stats: np.ndarray, member: np.ndarray, count: np.ndarray) -> np.
     lo = np.maximum((count - 1) // 2, 0)
     hi = np.maximum(count // 2, 0)
 
+    if partner is not None:
+        # Two ranks removed: map reduced positions past the smaller, then past the larger one.
+        r_own = np.where(member, rank, k_models)
+        r_par = np.where(partner_member, rank[partner], k_models)
+        r1, r2 = np.minimum(r_own, r_par), np.maximum(r_own, r_par)
+
     def gather(pos: np.ndarray) -> np.ndarray:
-        orig = pos + (member & (pos >= rank))
+        if partner is None:
+            orig = pos + (member & (pos >= rank))
+        else:
+            orig = pos + (pos >= r1)
+            orig = orig + (orig >= r2)
         orig = np.minimum(orig, k_models - 1)
         return np.take_along_axis(sorted_vals, orig, axis=0)
 
@@ -88,8 +115,11 @@ def _loo_median(stats: np.ndarray, member: np.ndarray, count: np.ndarray) -> np.
     return np.where(count > 0, med, np.nan)
 
 
-def _fit_group(stats: np.ndarray, member: np.ndarray, location: str) -> _GroupFit:
-    """Leave-one-out fit of one group (IN or OUT) for every target at once."""
+def _fit_group(
+    stats: np.ndarray, member: np.ndarray, location: str, partners: np.ndarray | None = None
+) -> _GroupFit:
+    """Leave-one-out fit of one group (IN or OUT) for every target at once; with ``partners``
+    (``(K,)``, −1 = none) each target's partner row is removed as well (leave-two-out)."""
     m = member.astype(np.float64)
     total = member.sum(axis=0)  # (N,) models in the group, target included
     count = total[None, :] - member.astype(np.int64)  # (K, N) shadows in the group
@@ -101,6 +131,15 @@ def _fit_group(stats: np.ndarray, member: np.ndarray, location: str) -> _GroupFi
     ss_c = (c * c).sum(axis=0)
     loo_sum = s_c[None, :] - c  # c is 0 where the target is not a member
     loo_ss = ss_c[None, :] - c * c
+    p_row = p_member = None
+    if partners is not None:
+        has = partners >= 0
+        p_row = np.where(has, partners, 0)
+        p_member = member[p_row] & has[:, None]  # (K, N): the partner is in the group
+        c_p = np.where(p_member, c[p_row], 0.0)
+        count = count - p_member
+        loo_sum = loo_sum - c_p
+        loo_ss = loo_ss - c_p * c_p
     safe = np.maximum(count, 1)
     loo_mean_c = loo_sum / safe
     dev_ss = np.maximum(loo_ss - loo_sum * loo_mean_c, 0.0)
@@ -112,7 +151,7 @@ def _fit_group(stats: np.ndarray, member: np.ndarray, location: str) -> _GroupFi
     if location == "mean":
         loc = np.where(count > 0, centre[None, :] + loo_mean_c, np.nan)
     else:
-        loc = _loo_median(stats, member, count)
+        loc = _loo_median(stats, member, count, p_row, p_member)
     return _GroupFit(count=count, loc=loc, std=std, pooled_std=pooled)
 
 
@@ -127,7 +166,13 @@ def _choose_std(fit: _GroupFit, variance: str, min_shadows: int) -> tuple[np.nda
 
 
 def _validate(
-    stats: np.ndarray, in_mask: np.ndarray, online: bool, variance: str, location: str, min_sh: int
+    stats: np.ndarray,
+    in_mask: np.ndarray,
+    online: bool,
+    variance: str,
+    location: str,
+    min_sh: int,
+    exclude_partner: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     if variance not in VARIANCES:
         raise MiascaleError(
@@ -140,6 +185,8 @@ def _validate(
         )
     if not isinstance(online, (bool, np.bool_)):
         raise MiascaleError(f"online must be True or False, got {online!r}.")
+    if not isinstance(exclude_partner, (bool, np.bool_)):
+        raise MiascaleError(f"exclude_partner must be True or False, got {exclude_partner!r}.")
     if isinstance(min_sh, bool) or not isinstance(min_sh, (int, np.integer)) or min_sh < 2:
         raise MiascaleError(
             f"min_shadows must be an integer >= 2 (a std needs at least two values), got "
@@ -194,8 +241,9 @@ def lira_scores(
     variance: str = "per-example",
     location: str = "mean",
     min_shadows: int = 2,
+    exclude_partner: bool = True,
 ) -> LiraResult:
-    """Leave-one-out LiRA scores for every model as target.
+    """LiRA scores for every model as target, against all other models but its partner.
 
     Args:
         stats: ``(K, N)`` LiRA statistic φ of pool example n under model k (K ≥ 3).
@@ -206,16 +254,27 @@ def lira_scores(
         location: "mean" or "median" of the shadow statistics.
         min_shadows: with per-example variance, groups with 1..min_shadows−1 shadows fall back to
             the target's pooled std (counted in ``n_fallback_variance``).
+        exclude_partner: leave each target's complementary partner out of its shadows (DESIGN
+            §3, see the module doc); False gives plain leave-one-out over all K−1 other models.
 
     Returns:
         :class:`LiraResult`; higher scores mean "more likely member".
     """
-    s, mask = _validate(stats, in_mask, online, variance, location, min_shadows)
-    out_fit = _fit_group(s, ~mask, location)
+    s, mask = _validate(stats, in_mask, online, variance, location, min_shadows, exclude_partner)
+    partners = complement_partners(mask) if exclude_partner else None
+    if partners is not None and s.shape[0] < 5 and np.any(partners >= 0):
+        raise MiascaleError(
+            f"LiRA with exclude_partner=True (the default, DESIGN §3) leaves a target that has a "
+            f"complementary partner K − 2 = {s.shape[0] - 2} shadow model(s); it needs at least 3 "
+            "(two shadows forming a pair give one IN and one OUT value per example, from which no "
+            "spread can be estimated). Train at least 5 models (M >= 4 shadow models), or pass "
+            "exclude_partner=False for plain leave-one-out."
+        )
+    out_fit = _fit_group(s, ~mask, location, partners)
     out_std, out_fb = _choose_std(out_fit, variance, min_shadows)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if online:
-            in_fit = _fit_group(s, mask, location)
+            in_fit = _fit_group(s, mask, location, partners)
             in_std, in_fb = _choose_std(in_fit, variance, min_shadows)
             scores = norm.logpdf(s, in_fit.loc, in_std) - norm.logpdf(s, out_fit.loc, out_std)
             unscorable = (in_fit.count == 0) | (out_fit.count == 0)
@@ -235,4 +294,6 @@ def lira_scores(
         variance=variance,
         location=location,
         min_shadows=int(min_shadows),
+        exclude_partner=bool(exclude_partner),
+        n_partners_excluded=0 if partners is None else int(np.count_nonzero(partners >= 0)),
     )

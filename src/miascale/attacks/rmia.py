@@ -1,7 +1,11 @@
 """RMIA (Zarifzadeh, Liu, Shokri, ICML 2024), vectorised over targets and examples.
 
-Every one of the K models is the target once; the other K−1 models are its reference models
-(leave-one-out, DESIGN §3). With ``p(x|θ)`` the true-class probability — ``expit(φ)`` of the stored
+Every one of the K models is the target once; the other models are its reference models. By
+default (``exclude_partner=True``, DESIGN §3) the target's complementary partner
+(:func:`miascale.membership.complement_partners`: trained on exactly the complement of the
+target's set, anti-correlated with it) is never a reference; targets without a partner keep all
+K−1 references, and ``exclude_partner=False`` is plain leave-one-out. "All references" below
+means this set. With ``p(x|θ)`` the true-class probability — ``expit(φ)`` of the stored
 LiRA statistic φ, handled as ``log p = log_sigmoid(φ)`` so it is exact for any finite φ — the
 likelihood ratio of an audited example ``x`` against a population point ``z`` under target ``θ_k``
 is::
@@ -17,35 +21,40 @@ differs on exact ties.
 
 ``p(x)`` (the marginal over reference models):
 
-* **online** — the mean of ``p(x|θ')`` over all K−1 reference models (IN and OUT for ``x``).
+* **online** — the mean of ``p(x|θ')`` over all reference models (IN and OUT for ``x``).
 * **offline** — only references where ``x`` is OUT: ``p(x) ≈ ½·((1 + a)·p_OUT(x) + (1 − a))`` with
   ``p_OUT`` the mean over the OUT references. Examples with no OUT reference get a NaN score and
   are counted in ``n_unscored``.
 
 Population points were never trained on, so all references are OUT for them: online ``p(z)`` is
-the mean over all K−1 references. **Offline p(z)** follows the authors' reference implementation,
+the mean over all references. **Offline p(z)** follows the authors' reference implementation,
 privacytrustlab/ml_privacy_meter ``modules/mia/attacks/rmia.py`` (``run_rmia``: the population is
 given an all-False membership matrix and ``mean_z = (1 + a)/2 · mean_out_z + (1 − a)/2``): the
 same ``a``-correction is applied to the population, ``p(z) = ½·((1 + a)·p_OUT(z) + (1 − a))`` with
-``p_OUT(z)`` the mean over all K−1 references. Population and pool columns go through exactly the
+``p_OUT(z)`` the mean over all references. Population and pool columns go through exactly the
 same arithmetic, so an ``x`` and a ``z`` with identical statistics tie exactly (LR = 1).
 
 **Tuning a** (offline, ``a=None``): like the reference's ``tune_offline_a``, ``a`` is chosen on a
 shadow model playing the target — never with the target's membership or statistics. For target
 ``k`` a deterministic pseudo-target ``j = pseudo_target(k)`` is attacked offline with references
-``all \\ {k, j}`` for every ``a`` in ``a_grid``; the ``a`` with the highest AUC
+``all \\ {k, j}`` (with ``exclude_partner``: ``all \\ {k, partner(k), j, partner(j)}``, so the
+partner is not used either and ``j`` is attacked as the real target is) for every ``a`` in
+``a_grid``; the ``a`` with the highest AUC
 (:func:`miascale.metrics.auc` of ``j``'s scores against ``in_mask[j]``, over scored examples) wins,
 the smallest ``a`` on ties. The reference pairs each model with its neighbour ``k ± 1``; in
 miascale's balanced plan models ``2i`` and ``2i + 1`` are complementary (``in_mask[2i+1] =
 ~in_mask[2i]``), so that neighbour's membership would reveal the target's. We therefore use the
 nearest model outside the target's pair: ``k − 1`` for even ``k ≥ 2`` (else ``k + 2``), ``k + 1`` for
-odd ``k`` (``k − 2`` for the last model). The two excluded models are always at most two indices
-apart, which lets the leave-two-out reference sums come from prefix/suffix sums as cheaply as the
-leave-one-out ones. Tuning needs K ≥ 3.
+odd ``k`` (``k − 2`` for the last model). With ``exclude_partner`` the rule is applied to the
+models *ordered with partners adjacent* (pairs by their lower index, then unpaired models in index
+order; this is the identity for balanced and Bernoulli plans), so for any plan the excluded models
+lie within four consecutive positions of that order. Tuning needs K ≥ 3 (and, with
+``exclude_partner``, a model left besides the excluded ones; otherwise pass ``a``).
 
-Reference sums are leave-one-out (or leave-two-out) log-sum-exps assembled from prefix and suffix
-``logaddexp`` accumulations over the model axis, so the target's own row never enters its
-references and no probabilities are subtracted (no cancellation).
+Reference sums are log-sum-exps over the models outside each target's excluded set, assembled from
+prefix and suffix ``logaddexp`` accumulations over the (ordered) model axis plus the few
+non-excluded models between the first and last excluded one, so excluded rows never enter and no
+probabilities are subtracted (no cancellation).
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ import numpy as np
 
 from miascale.attacks.lira import check_signals
 from miascale.errors import MiascaleError
+from miascale.membership import complement_partners
 from miascale.metrics import auc
 
 __all__ = ["A_GRID", "MIN_POPULATION", "RmiaResult", "pseudo_target", "rmia_scores"]
@@ -85,6 +95,9 @@ class RmiaResult:
         pseudo_targets: ``(K,)`` int64, the shadow model that played the target when tuning
             ``a`` for each target (−1 when not tuned).
         n_population: number of population points Z.
+        exclude_partner: whether each target's complementary partner was left out of its
+            references (and of the tuning of ``a``).
+        n_partners_excluded: number of targets that had a partner to leave out.
     """
 
     scores: np.ndarray
@@ -96,6 +109,8 @@ class RmiaResult:
     a_tuned: bool
     pseudo_targets: np.ndarray
     n_population: int
+    exclude_partner: bool
+    n_partners_excluded: int
 
     @property
     def n_models(self) -> int:
@@ -155,22 +170,48 @@ class _RefSums:
         cnt_suf = np.concatenate([np.cumsum(cnt[::-1], axis=0)[::-1], zero])
         return cls(masked, use, pre, suf, cnt_pre, cnt_suf)
 
-    def log_mean_excluding(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Log of the mean used probability over models outside ``{lo, …, hi}`` minus the
-        in-between model when ``hi − lo == 2`` (i.e. excluding exactly ``{lo, hi}``).
+    def log_mean_excluding(self, excl: np.ndarray) -> np.ndarray:
+        """Log of the mean used probability over the models (positions) not in ``excl``.
 
-        ``lo``, ``hi``: ``(T,)`` int with ``0 ≤ hi − lo ≤ 2``. Returns ``(T, C)``; NaN where no
-        model is used.
+        ``excl``: ``(T, m)`` int positions per row, repeats allowed. The sum is the prefix before
+        the smallest and the suffix after the largest excluded position, plus the non-excluded
+        models in between added one at a time (every caller's span is at most 3 positions). Returns
+        ``(T, C)``; NaN where no model is used.
         """
+        lo, hi = excl.min(axis=1), excl.max(axis=1)
         log_sum = np.logaddexp(self.pre[lo], self.suf[hi + 1])
         count = self.cnt_pre[lo] + self.cnt_suf[hi + 1]
-        gap = (hi - lo) == 2
-        if np.any(gap):
-            mid = np.minimum(lo + 1, self.masked.shape[0] - 1)
-            log_sum = np.where(gap[:, None], np.logaddexp(log_sum, self.masked[mid]), log_sum)
-            count = count + np.where(gap[:, None], self.use[mid], False)
+        for d in range(1, int((hi - lo).max(initial=0))):
+            gap = (lo + d < hi) & ~np.any(excl == (lo + d)[:, None], axis=1)
+            if np.any(gap):
+                mid = np.minimum(lo + d, self.masked.shape[0] - 1)
+                log_sum = np.where(gap[:, None], np.logaddexp(log_sum, self.masked[mid]), log_sum)
+                count = count + np.where(gap[:, None], self.use[mid], False)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(count > 0, log_sum - np.log(np.maximum(count, 1)), np.nan)
+
+
+def _pair_order(partners: np.ndarray) -> np.ndarray:
+    """Model order with complementary partners adjacent: each pair (by its lower index), then the
+    unpaired models in index order. The identity for balanced and Bernoulli plans."""
+    idx = np.arange(partners.size)
+    first = idx[partners > idx]
+    pairs = np.stack([first, partners[first]], axis=1).reshape(-1)
+    return np.concatenate([pairs, idx[partners < 0]]).astype(np.int64)
+
+
+def _n_left(excl: np.ndarray, k_models: int) -> np.ndarray:
+    """Per row of ``excl`` (positions, repeats allowed): the number of models not excluded."""
+    srt = np.sort(excl, axis=1)
+    return k_models - 1 - np.count_nonzero(np.diff(srt, axis=1), axis=1)
+
+
+def _no_reference_error(k: int, what: str) -> MiascaleError:
+    return MiascaleError(
+        f"RMIA {what} for target {k} leaves no reference model: the target, its complementary "
+        "partner (never a reference, DESIGN §3) and any pseudo-target are all the models there "
+        "are. Train more models, pass exclude_partner=False, or (offline) pass a explicitly."
+    )
 
 
 def _offline_log_marginal(log_mean_out: np.ndarray, a: Any) -> np.ndarray:
@@ -215,9 +256,12 @@ def _validate(
     gamma: Any,
     a: Any,
     a_grid: Any,
+    exclude_partner: Any,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float | None, np.ndarray]:
     if not isinstance(online, (bool, np.bool_)):
         raise MiascaleError(f"online must be True or False, got {online!r}.")
+    if not isinstance(exclude_partner, (bool, np.bool_)):
+        raise MiascaleError(f"exclude_partner must be True or False, got {exclude_partner!r}.")
     if isinstance(gamma, (bool, np.bool_)) or not isinstance(gamma, (int, float, np.number)):
         raise MiascaleError(f"RMIA gamma must be a positive number, got {gamma!r}.")
     g = float(gamma)
@@ -285,8 +329,9 @@ def rmia_scores(
     gamma: float = 1.0,
     a: float | None = None,
     a_grid: Any = A_GRID,
+    exclude_partner: bool = True,
 ) -> RmiaResult:
-    """Leave-one-out RMIA scores for every model as target.
+    """RMIA scores for every model as target, against all other models but its partner.
 
     Args:
         stats: ``(K, N)`` LiRA statistic φ of the audited pool examples under each model (K ≥ 2).
@@ -297,12 +342,15 @@ def rmia_scores(
         a: offline coefficient in [0, 1]; ``None`` tunes it per target on a pseudo-target
             (needs K ≥ 3). Ignored when online.
         a_grid: candidate values of ``a`` for tuning.
+        exclude_partner: leave each target's complementary partner out of its references and
+            of the tuning of ``a`` (DESIGN §3, see the module doc); False gives plain
+            leave-one-out over all K−1 other models.
 
     Returns:
         :class:`RmiaResult`; higher scores mean "more likely member".
     """
     s, mask, pop, g, a_val, grid = _validate(
-        stats, in_mask, population_stats, online, gamma, a, a_grid
+        stats, in_mask, population_stats, online, gamma, a, a_grid, exclude_partner
     )
     k_models, n_pool = s.shape
     log_p = _log_true_prob(np.concatenate([s, pop], axis=1))  # (K, N + Z)
@@ -310,18 +358,38 @@ def rmia_scores(
     out = np.concatenate([~mask, np.ones(pop.shape, dtype=bool)], axis=1)
     log_gamma = math.log(g)
     idx = np.arange(k_models)
+    # Sums run over the models in `order`; `pos[k]` is model k's position, `mate[q]` the position
+    # of the partner of the model at position q (q itself when it has none).
+    partners = complement_partners(mask) if exclude_partner else np.full(k_models, -1)
+    order = _pair_order(partners)
+    pos = np.empty(k_models, dtype=np.int64)
+    pos[order] = idx
+    has = partners[order] >= 0
+    mate = np.where(has, pos[np.where(has, partners[order], 0)], idx)
+    excl = np.stack([pos, mate[pos]], axis=1)  # (K, 2): target and its partner
+    if np.any(_n_left(excl, k_models) == 0):
+        raise _no_reference_error(int(np.argmin(_n_left(excl, k_models))), "scoring")
+    identity = bool(np.array_equal(order, idx))
     a_used = np.full(k_models, np.nan)
     pseudo = np.full(k_models, -1, dtype=np.int64)
     a_tuned = False
     if online:
-        sums = _RefSums.build(log_p, np.ones(log_p.shape, dtype=bool))
-        log_marg = sums.log_mean_excluding(idx, idx)
+        use = np.ones(log_p.shape, dtype=bool)
+        sums = _RefSums.build(log_p if identity else log_p[order], use)
+        log_marg = sums.log_mean_excluding(excl)
     else:
-        sums = _RefSums.build(log_p, out)
-        log_mean_out = sums.log_mean_excluding(idx, idx)
+        sums = _RefSums.build(log_p if identity else log_p[order], out if identity else out[order])
+        log_mean_out = sums.log_mean_excluding(excl)
         if a_val is None:
-            pseudo = np.array([pseudo_target(k, k_models) for k in range(k_models)], np.int64)
-            a_used = _tune_a(sums, log_p, mask, pseudo, n_pool, log_gamma, grid)
+            q = np.array([pseudo_target(int(p), k_models) for p in pos], np.int64)
+            pseudo = order[q]
+            # pseudo-attack on j: exclude k, partner(k), j, partner(j) (only k, j when the plan
+            # has no pairs or exclude_partner is False: excl then repeats positions)
+            excl_t = np.concatenate([excl, np.stack([q, mate[q]], axis=1)], axis=1)
+            left = _n_left(excl_t, k_models)
+            if np.any(left == 0):
+                raise _no_reference_error(int(np.argmin(left)), "tuning a")
+            a_used = _tune_a(sums, log_p, mask, pseudo, excl_t, n_pool, log_gamma, grid)
             a_tuned = True
         else:
             a_used = np.full(k_models, a_val)
@@ -337,6 +405,8 @@ def rmia_scores(
         a_tuned=a_tuned,
         pseudo_targets=pseudo,
         n_population=int(pop.shape[1]),
+        exclude_partner=bool(exclude_partner),
+        n_partners_excluded=int(np.count_nonzero(partners >= 0)),
     )
 
 
@@ -345,16 +415,16 @@ def _tune_a(
     log_p: np.ndarray,
     mask: np.ndarray,
     pseudo: np.ndarray,
+    excl: np.ndarray,
     n_pool: int,
     log_gamma: float,
     grid: np.ndarray,
 ) -> np.ndarray:
     """Per target k: the grid value of ``a`` maximising the AUC of offline RMIA on the pseudo-target
-    ``pseudo[k]`` with references excluding both k and ``pseudo[k]`` (first maximum on ties)."""
+    ``pseudo[k]`` with references excluding the positions ``excl[k]`` (k, ``pseudo[k]`` and, with
+    partner exclusion, their partners; first maximum on ties)."""
     k_models = log_p.shape[0]
-    idx = np.arange(k_models)
-    lo, hi = np.minimum(idx, pseudo), np.maximum(idx, pseudo)
-    log_mean_out = sums.log_mean_excluding(lo, hi)  # (K, C): references for pseudo-target of k
+    log_mean_out = sums.log_mean_excluding(excl)  # (K, C): references for pseudo-target of k
     target_log_p = log_p[pseudo]  # (K, C)
     labels = mask[pseudo]  # (K, N): membership of the pseudo-targets, never row k
     aucs = np.empty((k_models, grid.size))
