@@ -151,11 +151,13 @@ def test_dp_run_empirical_epsilon_below_accountant_and_non_dp_vulnerable():
         logp = logits - np.logaddexp.reduce(logits, axis=2, keepdims=True)
         return logp[:, np.arange(n), y]
 
-    heads = train_dp_heads(x, y, mask, 10, DPConfig(epsilon=4.0, seed=1))
+    # fixed-size halves: the member / non-member worlds differ by a replacement
+    heads = train_dp_heads(x, y, mask, 10, DPConfig(epsilon=4.0, seed=1), relation="replace_one")
     acc = (dp_head_logits(heads, x_all[test]).argmax(2) == y_all[test]).mean()
     assert acc > 0.15  # better than chance (10 classes, only 50 examples per model)
-    emp = empirical_epsilon(loss_scores(dp_head_logits(heads, x)), mask, delta=heads.delta)
-    assert 0.0 <= emp.epsilon_lb <= heads.epsilon
+    emp = empirical_epsilon(loss_scores(dp_head_logits(heads, x)), mask, delta=heads.delta_game)
+    assert heads.epsilon_game > heads.epsilon  # the bound uses the game's (replace-one) ε
+    assert 0.0 <= emp.epsilon_lb <= heads.epsilon_game
 
     plain = train_heads(x, y, mask, 10, HeadConfig(l2=1e-4))
     emp_plain = empirical_epsilon(loss_scores(head_logits(plain, x)), mask, delta=heads.delta)

@@ -18,8 +18,21 @@ event. The privacy loss is computed by Google's ``dp_accounting`` (never by hand
 * ``"rdp"``: Rényi-DP accountant with the library's default orders (looser: typically 5-20%
   larger ε at the same σ, more for large ε).
 
-The neighbouring relation is add-or-remove-one (the usual one for Poisson sampling). The size
-``n_k`` of a model's training set is treated as public (the audit fixes it by design).
+The size ``n_k`` of a model's training set is treated as public (the audit fixes it by design).
+
+Neighbouring relation (``relation``)
+------------------------------------
+``"add_remove"`` (default) is what σ is calibrated for and what ε means unless a caller passes
+``relation``. ``"replace_one"`` (one example replaced by another) is the game of the audit's
+``"balanced"`` design (:func:`game_relation`); its ε is larger at the same δ. With ``"pld"`` it
+is the library's own accounting (``PLDAccountant(NeighboringRelation.REPLACE_ONE)``: mixtures
+``(1 − q) N(0, σ²) + q N(∓1, σ²)``). The RDP accountant rejects REPLACE_ONE for Poisson sampling,
+so ``"rdp"`` falls back to group privacy (a replacement is a removal plus an addition:
+add/remove (ε₀, δ₀) ⇒ replace-one (2ε₀, (1 + e^ε₀) δ₀), :func:`replace_one_from_add_remove`),
+at the δ asked for: the largest δ₀ found (bisection in log δ₀) with (1 + e^{ε₀(δ₀)}) δ₀ <= δ
+gives ε = 2 ε₀(δ₀) (looser than PLD; ``inf`` if no δ₀ >= 1e-300 fits). PLD's replace-one ε at δ
+can exceed 2 ε₀(δ) (at q = 1 it is the Gaussian with twice the sensitivity), but never the
+group-privacy bound at the δ that goes with it.
 
 :func:`calibrate_noise` finds the smallest σ (to a relative tolerance of 1e-6) whose ε at
 ``delta`` is at most the target, with
@@ -90,14 +103,18 @@ from miascale.metrics import clopper_pearson, roc_curve
 
 __all__ = [
     "ACCOUNTANTS",
+    "DESIGN_RELATIONS",
     "MIN_NOISE_MULTIPLIER",
     "PLD_DISCRETIZATION",
+    "RELATIONS",
     "EmpiricalEpsilon",
     "calibrate_noise",
     "default_delta",
     "dp_roc_bound",
     "empirical_epsilon",
     "epsilon_for",
+    "game_relation",
+    "replace_one_from_add_remove",
 ]
 
 ACCOUNTANTS = ("pld", "rdp")
@@ -105,6 +122,10 @@ PLD_DISCRETIZATION = 1e-3
 """``value_discretization_interval`` of the PLD accountant for ε >= 1 (scaled by ε below 1)."""
 MIN_NOISE_MULTIPLIER = 0.25
 """Smallest σ :func:`calibrate_noise` considers; larger target ε raise MiascaleError."""
+RELATIONS = ("add_remove", "replace_one")
+DESIGN_RELATIONS = {"balanced": "replace_one", "bernoulli": "add_remove"}
+"""The neighbouring relation of the membership game each audit design plays."""
+_LIBRARY_RELATIONS = {"add_remove": "ADD_OR_REMOVE_ONE", "replace_one": "REPLACE_ONE"}
 _MAX_NOISE_MULTIPLIER = 1e7
 _CALIBRATION_RTOL = 1e-6
 
@@ -168,6 +189,24 @@ def _check_accountant(accountant: Any) -> str:
     return str(accountant)
 
 
+def _check_relation(relation: Any) -> str:
+    if relation not in RELATIONS:
+        raise MiascaleError(
+            f"relation must be one of {RELATIONS} (the neighbouring relation of the membership "
+            f"game), got {relation!r}."
+        )
+    return str(relation)
+
+
+def game_relation(design: str) -> str:
+    """The relation of the membership game of an audit design (``DESIGN_RELATIONS``)."""
+    if design not in DESIGN_RELATIONS:
+        raise MiascaleError(
+            f"Unknown membership design {design!r}; known: {', '.join(DESIGN_RELATIONS)}."
+        )
+    return DESIGN_RELATIONS[design]
+
+
 def _check_noise(noise_multiplier: Any) -> float:
     s = _number(noise_multiplier, "noise_multiplier")
     if not (math.isfinite(s) and s > 0):
@@ -206,20 +245,77 @@ def _event(noise_multiplier: float, sampling_rate: float, steps: int) -> Any:
     )
 
 
-def _accountant_factory(accountant: str, interval: float) -> Callable[[], Any]:
+def _library(accountant: str, relation: str) -> bool:
+    """Whether dp_accounting accounts ``relation`` itself (otherwise: group privacy)."""
+    return relation == "add_remove" or accountant == "pld"
+
+
+def _accountant_factory(
+    accountant: str, interval: float, relation: str = "add_remove"
+) -> Callable[[], Any]:
+    import dp_accounting
+
+    rel = getattr(dp_accounting.NeighboringRelation, _LIBRARY_RELATIONS[relation])
     if accountant == "pld":
         from dp_accounting.pld import PLDAccountant
 
-        return lambda: PLDAccountant(value_discretization_interval=interval)
+        return lambda: PLDAccountant(rel, value_discretization_interval=interval)
     from dp_accounting.rdp import RdpAccountant
 
-    return lambda: RdpAccountant()
+    return lambda: RdpAccountant(neighboring_relation=rel)
 
 
-def _epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str, interval: float):
+def replace_one_from_add_remove(epsilon: float, delta: float) -> tuple[float, float]:
+    """Group privacy: add/remove (ε, δ)-DP implies replace-one (2ε, (1 + e^ε) δ)-DP.
+
+    A replacement is a removal followed by an addition. ``epsilon`` >= 0 (``inf`` allowed),
+    ``delta`` in [0, 1); the returned δ may be >= 1 (then the guarantee is vacuous).
+    """
+    e = _number(epsilon, "epsilon")
+    if not e >= 0:
+        raise MiascaleError(f"epsilon must be >= 0, got {epsilon!r}.")
+    d = _check_delta(delta, allow_zero=True)
+    if d == 0.0:
+        return 2.0 * e, 0.0
+    return 2.0 * e, (1.0 + math.exp(e)) * d if e < 700 else math.inf
+
+
+def _group_privacy_epsilon(eps_of: Callable[[float], float], delta: float) -> float:
+    """2 ε₀(δ₀) for the largest δ₀ found with (1 + e^{ε₀(δ₀)}) δ₀ <= ``delta`` (docstring)."""
+
+    def fits(log_d0: float) -> bool:
+        return log_d0 + float(np.logaddexp(0.0, eps_of(math.exp(log_d0)))) <= math.log(delta)
+
+    hi = math.log(delta / 2.0)  # 1 + e^ε₀ >= 2: δ₀ = δ/2 fits only when ε₀ = 0
+    if fits(hi):
+        return 2.0 * eps_of(delta / 2.0)
+    lo = hi
+    while not fits(lo):  # decades down to a δ₀ that fits
+        hi, lo = lo, lo - math.log(10.0)
+        if lo < math.log(1e-300):
+            return math.inf
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return 2.0 * eps_of(math.exp(lo))
+
+
+def _epsilon(
+    sigma: float,
+    q: float,
+    steps: int,
+    delta: float,
+    accountant: str,
+    interval: float,
+    relation: str = "add_remove",
+) -> float:
+    library = _library(accountant, relation)
     with _quiet_absl():
-        acc = _accountant_factory(accountant, interval)()
-        return float(acc.compose(_event(sigma, q, steps)).get_epsilon(delta))
+        acc = _accountant_factory(accountant, interval, relation if library else "add_remove")()
+        acc.compose(_event(sigma, q, steps))
+        if library:
+            return float(acc.get_epsilon(delta))
+        return _group_privacy_epsilon(lambda d: float(acc.get_epsilon(d)), delta)
 
 
 def _pld_interval(epsilon: float) -> float:
@@ -232,16 +328,23 @@ def epsilon_for(
     steps: int,
     delta: float,
     accountant: str = "pld",
+    relation: str = "add_remove",
 ) -> float:
-    """ε of ``steps`` Poisson-subsampled Gaussian steps (σ, q) at ``delta`` (module docstring)."""
+    """ε of ``steps`` Poisson-subsampled Gaussian steps (σ, q) at ``delta`` (module docstring).
+
+    ``relation``: ``"add_remove"`` (default) or ``"replace_one"``. Replace-one is the library's
+    own PLD accounting with ``accountant="pld"``, group privacy with ``"rdp"`` (module
+    docstring); either way the result is an ε at exactly ``delta``.
+    """
     sigma = _check_noise(noise_multiplier)
     q = _check_rate(sampling_rate)
     t = _check_steps(steps)
     d = _check_delta(delta)
     acc = _check_accountant(accountant)
-    eps = _epsilon(sigma, q, t, d, acc, PLD_DISCRETIZATION)
+    rel = _check_relation(relation)
+    eps = _epsilon(sigma, q, t, d, acc, PLD_DISCRETIZATION, rel)
     if acc == "pld" and eps < 1.0:
-        eps = _epsilon(sigma, q, t, d, acc, _pld_interval(eps))
+        eps = _epsilon(sigma, q, t, d, acc, _pld_interval(eps), rel)
     return eps
 
 
@@ -251,11 +354,15 @@ def calibrate_noise(
     sampling_rate: float,
     steps: int,
     accountant: str = "pld",
+    relation: str = "add_remove",
 ) -> float:
     """Smallest noise multiplier σ with ε(σ, q, T, δ) <= ``epsilon`` (module docstring).
 
-    Raises :class:`MiascaleError` for invalid arguments and for targets that need σ below
-    ``MIN_NOISE_MULTIPLIER`` (or above 1e7).
+    ``relation`` is the neighbouring relation ``epsilon`` refers to (default ``"add_remove"``,
+    what DP-SGD training calibrates for); with ``"replace_one"`` and ``accountant="rdp"`` (group
+    privacy) the last step is a plain bisection in σ instead of
+    ``dp_accounting.calibrate_dp_mechanism``. Raises :class:`MiascaleError` for invalid
+    arguments and for targets that need σ below ``MIN_NOISE_MULTIPLIER`` (or above 1e7).
     """
     import dp_accounting
 
@@ -264,11 +371,11 @@ def calibrate_noise(
     q = _check_rate(sampling_rate)
     t = _check_steps(steps)
     acc = _check_accountant(accountant)
+    rel = _check_relation(relation)
     interval = _pld_interval(target)
-    make_accountant = _accountant_factory(acc, interval)
 
     def eps_at(sigma: float) -> float:
-        return _epsilon(sigma, q, t, d, acc, interval)
+        return _epsilon(sigma, q, t, d, acc, interval, rel)
 
     # Explicit bracket [lo, hi] with eps(lo) > target >= eps(hi); eps decreases in sigma.
     hi = 1.0
@@ -299,9 +406,14 @@ def calibrate_noise(
                     "for a non-private model, or ask for a smaller epsilon."
                 )
             hi, e_hi = lo, e_lo
+    if not _library(acc, rel):  # group privacy: bisect σ (ε decreases in σ)
+        while hi - lo > _CALIBRATION_RTOL * lo:
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if eps_at(mid) > target else (lo, mid)
+        return float(hi)
     with _quiet_absl():
         sigma = dp_accounting.calibrate_dp_mechanism(
-            make_accountant,
+            _accountant_factory(acc, interval, rel),
             lambda s: _event(s, q, t),
             target,
             d,

@@ -24,8 +24,9 @@ parameters ``theta_k`` of shape (D + 1, C) (weights stacked on the bias); its lo
 Each release of ``G_k`` is a Poisson-subsampled Gaussian mechanism with sensitivity ``R``
 (add/remove one example), everything else is post-processing, so ``T`` steps are accounted as
 ``SelfComposed(PoissonSampled(q, Gaussian(sigma)), T)`` by :mod:`miascale.privacy`. ``sigma``
-is calibrated there to the target ``(epsilon, delta)``; ``n_k`` is treated as public (fixed by
-the audit design).
+is calibrated there to the target add/remove ``(epsilon, delta)``; ``n_k`` is public (fixed by
+the audit design). ``epsilon_game`` is the ε for the relation of the audit's membership game
+(``train_dp_heads(relation=...)``, replace-one for "balanced"): bounds on attacks use it.
 
 Normalisation (privacy-safe, and why there is no folding)
 ---------------------------------------------------------
@@ -90,16 +91,8 @@ from miascale.training.heads import (
     head_logits,
 )
 
-__all__ = [
-    "DEFAULT_EXPECTED_BATCH",
-    "DPConfig",
-    "DPTrainedHeads",
-    "clipped_gradient_sums",
-    "dp_head_logits",
-    "dp_sgd_heads",
-    "normalize_features",
-    "train_dp_heads",
-]
+__all__ = ["DEFAULT_EXPECTED_BATCH", "DPConfig", "DPTrainedHeads", "clipped_gradient_sums",
+           "dp_head_logits", "dp_sgd_heads", "normalize_features", "train_dp_heads"]  # fmt: skip
 
 DEFAULT_EXPECTED_BATCH = 128
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -195,13 +188,15 @@ class DPTrainedHeads:
         bias: (K, C) float64.
         n_iter: DP-SGD steps run (= ``steps``).
         noise_multiplier: σ used (noise std σ·clip on each summed gradient).
-        epsilon: the accountant's ε for (σ, q, T) at ``delta`` (<= ``target_epsilon``).
+        epsilon: the accountant's add/remove ε for (σ, q, T) at ``delta`` (<= ``target_epsilon``).
         target_epsilon: the ε asked for.
         delta: δ of the guarantee.
         sampling_rate: Poisson sampling probability q.
         clip: per-example clipping norm R.
         accountant: ``"pld"`` or ``"rdp"``.
         n_train: (K,) int64 training-set size of every model.
+        relation, epsilon_game, delta_game: the membership game's neighbouring relation and the
+            accountant's ε for it at δ ``delta_game`` (None: ``epsilon``, ``delta``).
     """
 
     weights: np.ndarray
@@ -215,6 +210,9 @@ class DPTrainedHeads:
     clip: float
     accountant: str
     n_train: np.ndarray
+    relation: str = "add_remove"
+    epsilon_game: float | None = None
+    delta_game: float | None = None
 
     normalization = "l2-per-example"
 
@@ -248,6 +246,9 @@ class DPTrainedHeads:
             "normalization": self.normalization,
             "n_train_min": int(self.n_train.min()),
             "n_train_max": int(self.n_train.max()),
+            "relation": self.relation,
+            "epsilon_game": float(self.epsilon if self.epsilon_game is None else self.epsilon_game),
+            "delta_game": float(self.delta if self.delta_game is None else self.delta_game),
         }
 
 
@@ -423,11 +424,13 @@ def train_dp_heads(
     config: DPConfig,
     device: str | torch.device = "cpu",
     progress: Callable[[int, float], object] | None = None,
+    relation: str = "add_remove",
 ) -> DPTrainedHeads:
     """Train K DP-SGD heads at once, each (ε, δ)-DP w.r.t. its own training set.
 
     Args: as :func:`miascale.training.heads.train_heads`, with a :class:`DPConfig`.
-        ``progress(step, max_noisy_grad_norm)`` after every step.
+        ``progress(step, max_noisy_grad_norm)`` after every step. ``relation``: of the game
+        (``privacy.game_relation(design)``); σ is calibrated for add/remove ε regardless.
 
     Returns:
         :class:`DPTrainedHeads` (use :func:`dp_head_logits` for logits) with σ, the accountant's
@@ -435,6 +438,7 @@ def train_dp_heads(
     """
     if not isinstance(config, DPConfig):
         raise MiascaleError(f"config must be a DPConfig, got {type(config).__name__}.")
+    rel = privacy._check_relation(relation)
     x, y, mask, c = _check_inputs(features, labels, in_mask, n_classes)
     n_train = mask.sum(axis=1).astype(np.int64)
     n_max = int(n_train.max())
@@ -443,23 +447,13 @@ def train_dp_heads(
     q, delta = config.resolve(n_max)
     sigma = privacy.calibrate_noise(config.epsilon, delta, q, config.steps, config.accountant)
     eps = privacy.epsilon_for(sigma, q, config.steps, delta, config.accountant)
+    eps_game = eps if rel == "add_remove" else privacy.epsilon_for(
+        sigma, q, config.steps, delta, config.accountant, rel)  # fmt: skip
     weights, bias = dp_sgd_heads(
-        x,
-        y,
-        mask,
-        c,
-        noise_multiplier=sigma,
-        sampling_rate=q,
-        steps=config.steps,
-        clip=config.clip,
-        learning_rate=config.learning_rate,
-        momentum=config.momentum,
-        l2=config.l2,
-        seed=config.seed,
-        dtype=config.dtype,
-        device=device,
-        progress=progress,
-    )
+        x, y, mask, c, noise_multiplier=sigma, sampling_rate=q, steps=config.steps,
+        clip=config.clip, learning_rate=config.learning_rate, momentum=config.momentum,
+        l2=config.l2, seed=config.seed, dtype=config.dtype, device=device, progress=progress,
+    )  # fmt: skip
     return DPTrainedHeads(
         weights=weights,
         bias=bias,
@@ -472,6 +466,9 @@ def train_dp_heads(
         clip=float(config.clip),
         accountant=config.accountant,
         n_train=n_train,
+        relation=rel,
+        epsilon_game=eps_game,
+        delta_game=delta,  # privacy.epsilon_for gives ε at exactly this δ on every path
     )
 
 
