@@ -77,7 +77,7 @@ def test_artifacts(tmp_path, data):
     ("kw", "msg"),
     [
         ({"shots": 0}, "--shots"),
-        ({"shadow_models": 1}, "at least 2"),
+        ({"shadow_models": 3}, "at least 4"),
         ({"classes": 5}, "larger than the 3 classes"),
         ({"attack": "nope"}, "lira"),
         ({"lira_variant": "sideways"}, "online, offline"),
@@ -126,7 +126,9 @@ def test_cli_audit_per_example(tmp_path, data):
     doc = json.loads(r.stdout)
     levels = doc["per_example"]["levels"]
     assert [lv["fpr_level"] for lv in levels] == [0.1, 0.01]
-    assert levels[0]["cross_fit"]["n_models_a"] == 5  # K = 10 split in halves
+    # K = 10 split in halves keeping the balanced plan's 5 complementary pairs together
+    # (DESIGN §3): 2 pairs in A, 3 in B (a random split used to give 5 and 5)
+    assert levels[0]["cross_fit"]["n_models_a"] == 4
     with (
         np.load(tmp_path / "o" / "signals.npz") as s,
         np.load(tmp_path / "o" / "per_example.npz") as z,
@@ -258,16 +260,18 @@ def test_film_audit_end_to_end_with_hpo(monkeypatch):
         "learning_rate": miascale.hpo.FloatRange(1e-3, 1e-2, log=True),
         "epochs": miascale.hpo.IntRange(1, 2)})  # fmt: skip
     ds = _image_dataset()
-    cfg = AuditConfig(shots=2, shadow_models=3, fpr=(0.1,), finetune="film", attack="lira,rmia",
+    # M = 4 (K = 5): with the complementary partner left out of the shadows (DESIGN §3), K = 4
+    # would leave each target a single pair of shadows, from which LiRA fits no spread
+    cfg = AuditConfig(shots=2, shadow_models=4, fpr=(0.1,), finetune="film", attack="lira,rmia",
                       film=FilmConfig(epochs=2, batch_size=4), film_eval=100, hpo_trials=2)  # fmt: skip
     t = train_and_signal_film(ds, "efficientnet-lite0", 32, cfg)
-    assert t.stats.shape == t.plan.in_mask.shape == (4, 12) and np.isfinite(t.stats).all()
+    assert t.stats.shape == t.plan.in_mask.shape == (5, 12) and np.isfinite(t.stats).all()
     assert t.film["resolution"] == 32 and t.film["trainable_parameters_per_model"] > 0
     assert t.hpo is not None and len(t.hpo["trials"]) == 2
     # the tuned values are the ones every model trained with
     for k, v in t.hpo["best_params"].items():
         assert t.film["config"][k] == v
-    assert t.population_stats.shape == (4, 100) and 0 <= t.test_accuracy.min()
+    assert t.population_stats.shape == (5, 100) and 0 <= t.test_accuracy.min()
     outcomes = run_attacks(t, cfg)
     assert [o.variant for o in outcomes] == ["lira-online", "rmia-online"]
     again = train_and_signal_film(ds, "efficientnet-lite0", 32, cfg)

@@ -169,7 +169,7 @@ def test_epsilon_axis_expands_and_parses_inf():
         (dict(classes=(1,)), "classes"),
         (dict(fpr=(0.1, 1.0)), "strictly between 0 and 1"),
         (dict(fpr=(0.0,)), "strictly between 0 and 1"),
-        (dict(shadow_models=1), "shadow_models"),
+        (dict(shadow_models=3), "shadow_models"),
         (dict(membership="poisson"), "membership"),
         (dict(l2=-1.0), "l2"),
         (dict(resolution=0), "resolution"),

@@ -434,29 +434,48 @@ def test_to_dict_from_dict_round_trip():
 
 
 def test_tail_rows_fit_recovers_quantile_laws():
-    """Quantile (tail) fits on synthetic rows: each quantile has its own known slope."""
-    from miascale.scaling import tail_rows
+    """Per-example fields → tail rows → laws: known slopes recovered; the separation has no
+    ceiling; an unresolvable level and values at the noise floor are excluded, with reasons."""
+    from miascale.scaling import SEPARATION_LEVEL, tail_rows
 
     rng = np.random.default_rng(7)
     truth = {"q0.5": (-0.5, -0.6), "q0.99": (-0.2, -0.2), "max": (-0.1, -0.1)}
+    sep_truth = (-0.5, 0.9)  # separation d = 10^0.9 · S^-0.5: above 1, no ceiling
     rows = []
     for s in (2, 4, 8, 16, 32, 64, 128):
         for seed in range(3):
-            for variant in ("online", "offline"):  # duplicated per variant: used once
-                row = {"dataset": "d", "backbone": "b", "classes": 10, "shots": s, "seed": seed,
-                       "attack": "lira", "variant": variant, "fpr_level": 0.01, "tpr": 0.5,
-                       "advantage": 0.49, "ci_low": 0.4, "ci_high": 0.6, "resolvable": False,
-                       "cell_id": f"{s}-{seed}"}  # fmt: skip
-                for name, (b_s, b_0) in truth.items():
-                    value = 10 ** (b_0 + b_s * np.log10(s) + rng.normal(scale=0.02))
-                    row[f"tail_naive_{name}"] = value
-                    row[f"tail_cross_{name}"] = value * 0.8
-                rows.append(row)
+            for fpr in (0.1, 0.001):
+                for variant in ("online", "offline"):  # duplicated per variant: used once
+                    row = {"dataset": "d", "backbone": "b", "classes": 10, "shots": s,
+                           "seed": seed, "attack": "lira", "variant": variant, "fpr_level": fpr,
+                           "tpr": 0.5, "advantage": 0.49, "ci_low": 0.4, "ci_high": 0.6,
+                           "resolvable": True, "cell_id": f"{s}-{seed}",
+                           "pe_resolvable": fpr == 0.1}  # fmt: skip
+                    for name, (b_s, b_0) in truth.items():
+                        value = 10 ** (b_0 + b_s * np.log10(s) + rng.normal(scale=0.02))
+                        row[f"pe_adv_{name}"] = value
+                        row[f"pe_adv_se_{name}"] = 0.02 * value
+                        row[f"pe_adv_floor_{name}"] = 0.0
+                    d = 10 ** (sep_truth[1] + sep_truth[0] * np.log10(s) + rng.normal(scale=0.02))
+                    row["pe_sep_q0.99"], row["pe_sep_se_q0.99"] = d, 0.02 * d
+                    row["pe_sep_floor_q0.99"] = 0.3
+                    # a cross-fitted max that sits at its noise floor everywhere
+                    row["pe_adv_cross_max"], row["pe_adv_se_cross_max"] = 0.01, 0.02
+                    row["pe_adv_floor_cross_max"] = 0.0
+                    rows.append(row)
     tails = tail_rows(rows)
-    assert len(tails) == 7 * 3 * 2 * 3  # cells × (naive, cross) × quantiles
+    # cells × levels × (3 quantile laws + cross_max), plus one separation row per cell
+    assert len(tails) == 7 * 3 * 2 * 4 + 7 * 3
     fit = fit_power_law(tails)
     for name, (b_s, b_0) in truth.items():
-        for est, shift in (("naive", 0.0), ("cross", np.log10(0.8))):
-            lv = fit.level(f"tail-{est}", name, 0.01)
-            assert lv.status == "ok" and lv.ci_s[0] <= b_s <= lv.ci_s[1], (name, est, lv.beta_s)
-            assert lv.beta_0 == pytest.approx(b_0 + shift, abs=0.05)
+        lv = fit.level("tail", name, 0.1)
+        assert lv.status == "ok" and lv.ci_s[0] <= b_s <= lv.ci_s[1], (name, lv.beta_s)
+        assert lv.beta_0 == pytest.approx(b_0, abs=0.05)
+        low = fit.level("tail", name, 0.001)  # beyond the OUT samples: never fitted
+        assert low.n_points == 0 and all(e.reasons == ("level not resolvable",) for e in
+                                         low.excluded)  # fmt: skip
+    sep = fit.level("separation", "q0.99", SEPARATION_LEVEL)
+    assert sep.status == "ok" and sep.beta_s == pytest.approx(-0.5, abs=0.03) and not sep.excluded
+    noise = fit.level("tail", "cross_max", 0.1)
+    assert noise.n_points == 0
+    assert {e.reasons for e in noise.excluded} == {("indistinguishable from chance",)}

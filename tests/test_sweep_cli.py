@@ -65,9 +65,10 @@ def test_sweep_fit_predict_plan(tmp_path, features):
                              "--coefficients", run / "fit.json", "--json").stdout)  # fmt: skip
     y = lv["beta_0"] + lv["beta_s"] * np.log10(16)
     assert pred["log10_advantage"] == pytest.approx(y)
-    # the per-example tail is fitted (naive and cross-fitted) and shown in the report
+    # the most vulnerable examples: separation and per-level advantage laws (or their reasons)
     tail = {(lv["attack"], lv["variant"]) for lv in fit["tail"]["levels"]}
-    assert {("tail-naive", "max"), ("tail-cross", "q0.99")} <= tail
+
+    assert {("tail", "max"), ("separation", "q0.99"), ("separation", "cross_max")} <= tail
     invoke("report", run)
     page = (run / "report.html").read_text()
     assert "Most vulnerable examples" in page and page.count("data:image/png;base64,") >= 5

@@ -121,10 +121,11 @@ class AuditConfig:
 
         if not isinstance(self.shots, int) or self.shots < 1:
             raise MiascaleError(f"--shots must be a positive integer, got {self.shots!r}.")
-        if self.shadow_models < 2:
+        if self.shadow_models < 4:
             raise MiascaleError(
-                f"--shadow-models must be at least 2 (LiRA fits IN and OUT distributions from the "
-                f"shadow models; 64 or more is typical), got {self.shadow_models}."
+                f"--shadow-models must be at least 4 (LiRA fits IN and OUT distributions from the "
+                f"shadow models, and a target's complementary partner is never one of them; 64 "
+                f"or more is typical), got {self.shadow_models}."
             )
         if self.classes is not None and self.classes < 2:
             raise MiascaleError(f"--classes must be at least 2, got {self.classes}.")
@@ -373,10 +374,13 @@ def train_and_signal(
     report = None if progress is None else (lambda it, g: progress("train", it))
     dp_doc = None
     if config.dp is not None:
+        from miascale.privacy import game_relation
+
         # the DP noise and batches follow the audit's seed
         dp_config = replace(config.dp, seed=plan_seed)
         heads = train_dp_heads(features, pool.labels, plan.in_mask, pool.n_classes, dp_config,
-                               device=device, progress=report)  # fmt: skip
+                               device=device, progress=report,
+                               relation=game_relation(config.membership))  # fmt: skip
         dp_doc = {**heads.privacy_dict(), "seed": dp_config.seed}  # derived from the audit seed
         converged, logits_of = config.n_models, dp_head_logits
     else:
@@ -596,10 +600,11 @@ def run_attack(
 
 def run_attacks(t: TrainedSignals, config: AuditConfig) -> tuple[AttackOutcome, ...]:
     """Every variant of ``config`` on the same trained signals, each with its empirical ε at the
-    run's δ (the accountant's δ for DP training, otherwise the default δ below 1/n)."""
+    run's δ (the δ of the game's ε for DP training, otherwise the default δ below 1/n)."""
     from miascale.privacy import default_delta
 
-    delta = t.dp["delta"] if t.dp else default_delta(int(t.plan.in_mask.sum(1).max()))
+    delta = (t.dp.get("delta_game", t.dp["delta"]) if t.dp
+             else default_delta(int(t.plan.in_mask.sum(1).max())))  # fmt: skip
     return tuple(
         run_attack(
             t.stats,

@@ -837,24 +837,25 @@ def level_lines(fit) -> list[str]:
     return lines
 
 
+def tail_label(lv) -> str:
+    """e.g. 'separation q0.99' or 'advantage at FPR 0.1, max'."""
+    if lv.attack == "separation":
+        return f"separation {lv.variant}"
+    return f"advantage at FPR {lv.fpr_level:g}, {lv.variant}"
+
+
 def _tail_table(tail) -> Table:
-    """β_S of the per-example tail: naive and cross-fitted side by side, per quantile and level."""
-    t = Table(title="per-example tail: β_S of the mean advantage of the top examples")
-    for col in ("FPR", "top set", "β_S naive [95% CI]", "β_S cross-fitted [95% CI]"):
-        t.add_column(col, justify="right")
-    by = {(lv.attack, lv.variant, lv.fpr_level): lv for lv in tail.levels}
-
-    def cell(lv) -> str:
-        if lv is None or lv.status != "ok":
-            return "–" if lv is None else lv.status
-        return f"{lv.beta_s:.3f} [{lv.ci_s[0]:.3f}, {lv.ci_s[1]:.3f}]"
-
-    keys = sorted({(lv.fpr_level, lv.variant) for lv in tail.levels}, key=lambda k: (-k[0], k[1]))
-    for fpr, variant in keys:
-        label = "max" if variant == "max" else f"≥ {variant[1:]} quantile"
+    """The laws of the most vulnerable examples: β_S per estimator where the data resolves it."""
+    t = Table(title="most vulnerable examples: β_S of the per-example quantiles and maximum")
+    for col in ("quantity", "β_S [95% CI]", "S fitted", "cells", "excluded"):
+        t.add_column(col, justify="right", overflow="fold")
+    for lv in tail.levels:
+        rng = lv.shots_range
         t.add_row(
-            f"{fpr:g}", label, cell(by.get(("tail-naive", variant, fpr))),
-            cell(by.get(("tail-cross", variant, fpr))),
+            tail_label(lv),
+            f"{lv.beta_s:.3f} [{lv.ci_s[0]:.3f}, {lv.ci_s[1]:.3f}]" if lv.ok else lv.status,
+            "–" if rng is None or not lv.ok else f"{rng[0]}–{rng[1]}", str(lv.n_points),
+            _excluded_summary(lv),
         )  # fmt: skip
     return t
 
@@ -1003,6 +1004,16 @@ def plan(
         float | None, typer.Option("--epsilon", help="Target: what an (ε, δ)-DP mechanism allows.")
     ] = None,
     delta: Annotated[float, typer.Option("--delta", help="δ of the DP target.")] = 0.0,
+    relation: Annotated[
+        str,
+        typer.Option(
+            "--relation",
+            help="Neighbouring relation of the membership game (with --epsilon): add-remove "
+            "uses (ε, δ) as given (independent membership, the research's Table 1); replace-one "
+            "(the balanced design) reads them as add/remove and bounds the game by group "
+            "privacy, (2ε, (1 + e^ε)δ).",
+        ),
+    ] = "add-remove",
     coefficients: CoefOpt = None,
     beta_s: BetaS = None,
     beta_0: Beta0 = None,
@@ -1020,10 +1031,12 @@ def plan(
 
     if (target_advantage is None) == (epsilon is None):
         raise MiascaleError("Give exactly one of --target-advantage and --epsilon.")
+    if relation not in ("add-remove", "replace-one"):
+        raise MiascaleError(f"--relation must be add-remove or replace-one, got {relation!r}.")
     law = _coefficients(coefficients, beta_s, beta_0, beta_c, fpr, attack)
     p = _plan(
         law, fpr, classes, target_advantage=target_advantage, epsilon=epsilon, delta=delta,
-        confidence=confidence,
+        confidence=confidence, relation=relation.replace("-", "_"),
     )  # fmt: skip
     if json_:
         _emit_json(p.to_dict())

@@ -24,13 +24,21 @@ Cell value and its uncertainty
 Admission (each failed rule is recorded as a reason; a cell enters only with none)
     * ``REASON_FEW_FP``: some seed's level allows fewer than ``min_false_positives`` false
       positives (``floor(t · Q) < min_false_positives``, ``Q`` negative pairs): the threshold is
-      then set by a handful of non-member scores (default 10, not 1).
+      then set by a handful of non-member scores (default 10, not 1). Rows without counts
+      (``n_neg``) that say ``resolvable = False`` fail as ``REASON_UNRESOLVED`` instead (e.g. a
+      per-example level beyond the examples' OUT samples, :mod:`miascale.tails`).
     * ``REASON_CHANCE``: the advantage interval reaches 0 (``advantage - z·se <= 0``), i.e. the
       attack is not distinguishable from guessing; this includes a non-positive mean, whose
       logarithm is undefined (``REASON_NONPOSITIVE`` is then recorded as well).
     * ``REASON_CEILING``: the TPR interval comes within ``ceiling_margin`` of 1
       (``tpr + z·se >= 1 - ceiling_margin``, default margin 0.02): near the ceiling the advantage
       is pinned at ``1 - t`` and carries no information about the slope.
+
+    Rows may carry a ``floor`` (what the value is on null data, e.g. the noise floor of a
+    per-example quantile, :mod:`miascale.tails`) and a ``ceiling`` (the largest value possible;
+    default ``1 - t``, ``None``/absent = that default, ``inf`` = no ceiling). Then the chance rule
+    reads ``value - z·se <= floor`` (reason ``REASON_FLOOR`` when the floor is above 0) and the
+    ceiling rule ``value + z·se >= ceiling - ceiling_margin``.
 
 Weighted least squares
     ``y`` on ``[1, log10 S (, log10 C)]`` with weights ``1 / se_y^2``. The coefficient
@@ -57,10 +65,19 @@ CEILING_MARGIN = 0.02
 """Default margin: a cell whose TPR interval reaches ``1 - CEILING_MARGIN`` is saturated."""
 
 REASON_FEW_FP = "too few false positives"
+REASON_UNRESOLVED = "level not resolvable"
 REASON_NONPOSITIVE = "TPR <= FPR"
 REASON_CHANCE = "indistinguishable from chance"
 REASON_CEILING = "at the ceiling"
-REASON_ORDER = (REASON_FEW_FP, REASON_NONPOSITIVE, REASON_CHANCE, REASON_CEILING)
+REASON_FLOOR = "at the noise floor"
+REASON_ORDER = (
+    REASON_FEW_FP,
+    REASON_UNRESOLVED,
+    REASON_NONPOSITIVE,
+    REASON_CHANCE,
+    REASON_FLOOR,
+    REASON_CEILING,
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,8 @@ class CellSummary:
     fp_budget: int | None  # smallest floor(t·Q) over seeds (None: unknown, no n_neg)
     se_source: str  # "bootstrap", "interval" (rows without a bootstrap SE) or a mix "mixed"
     z: float
+    floor: float = 0.0  # the value on null data (mean over seeds)
+    ceiling: float | None = None  # the largest possible value (None: 1 - fpr_level)
 
     @property
     def y(self) -> float:
@@ -103,6 +122,8 @@ def summarize_cell(
     n_neg: list[int | None],
     confidence: float = 0.95,
     cp: list[tuple[float, float] | None] | None = None,
+    floor: list[float | None] | None = None,
+    ceiling: list[float | None] | None = None,
 ) -> CellSummary:
     """Combine the seeds of one cell (lists aligned by seed) into a :class:`CellSummary`."""
     z = z_value(confidence)
@@ -113,12 +134,12 @@ def summarize_cell(
     cp = cp if cp is not None else [None] * m
     for s, lo, hi, c in zip(se, ci_low, ci_high, cp, strict=True):
         floor_lo, floor_hi = (lo, hi) if c is None else c
-        floor = ((float(floor_hi) - float(floor_lo)) / (2.0 * z)) ** 2
+        cp_var = ((float(floor_hi) - float(floor_lo)) / (2.0 * z)) ** 2
         if s is not None and math.isfinite(s):
-            within.append(max(float(s) ** 2, floor))
+            within.append(max(float(s) ** 2, cp_var))
             sources.add("bootstrap")
         else:  # older rows: an interval only (Clopper–Pearson over pairs, too narrow)
-            within.append(floor)
+            within.append(cp_var)
             sources.add("interval")
     var_within = float(np.mean(within))
     var_between = float(np.var(t, ddof=1)) if m >= 2 else 0.0
@@ -137,6 +158,10 @@ def summarize_cell(
         fp_budget=min(known) if len(known) == len(budgets) else None,
         se_source=sources.pop() if len(sources) == 1 else "mixed",
         z=z,
+        floor=float(np.mean([f or 0.0 for f in floor])) if floor else 0.0,
+        ceiling=None
+        if not ceiling or all(c is None for c in ceiling)
+        else float(min(c for c in ceiling if c is not None)),
     )
 
 
@@ -157,16 +182,18 @@ def admission_reasons(
     """
     reasons = []
     if check_budget:
-        few = not resolvable or (
+        if cell.fp_budget is None and not resolvable:  # no counts: e.g. a per-example level
+            reasons.append(REASON_UNRESOLVED)
+        elif not resolvable or (
             cell.fp_budget is not None and cell.fp_budget < min_false_positives
-        )
-        if few:
+        ):
             reasons.append(REASON_FEW_FP)
     if cell.advantage <= 0:
         reasons.append(REASON_NONPOSITIVE)
-    if check_chance and cell.advantage - cell.z * cell.se <= 0:
-        reasons.append(REASON_CHANCE)
-    if check_ceiling and cell.tpr + cell.z * cell.se >= 1.0 - ceiling_margin:
+    if check_chance and cell.advantage - cell.z * cell.se <= max(cell.floor, 0.0):
+        reasons.append(REASON_FLOOR if cell.floor > 0 else REASON_CHANCE)
+    top = 1.0 - cell.fpr_level if cell.ceiling is None else cell.ceiling
+    if check_ceiling and cell.advantage + cell.z * cell.se >= top - ceiling_margin:
         reasons.append(REASON_CEILING)
     return tuple(reasons)
 

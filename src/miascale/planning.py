@@ -27,6 +27,17 @@ so ``TPR <= min(e^epsilon * FPR + delta, 1 - e^-epsilon * (1 - delta - FPR))``
 (:func:`dp_max_tpr`); the first branch binds at small FPR, the second at large FPR and epsilon
 (e.g. FPR 0.5, epsilon 2). The target advantage is that minus FPR (:func:`dp_max_advantage`).
 
+The bound must use the guarantee for the neighbouring relation of the membership game. By
+default (``relation="add_remove"``) ``(epsilon, delta)`` is used as given: the add/remove
+guarantee DP-SGD is calibrated to, right for a game of independent membership (the
+``bernoulli`` design) and what reproduces the research's Table 1; also the way to pass a
+guarantee that already is for the game played (a DP audit's ``epsilon_game``). With
+``relation="replace_one"`` the given ``(epsilon, delta)`` is still add/remove but the game
+replaces one example (the ``balanced`` design): the bound uses the group-privacy guarantee
+``(2 epsilon, (1 + e^epsilon) delta)`` (:func:`miascale.privacy.replace_one_from_add_remove`),
+which allows more advantage, so fewer shots reach it. Without the mechanism (σ, q, T) this is
+the only valid conversion; the accountant's own replace-one ε of a DP audit is tighter.
+
 With a covariance the plan also gives ``shots_ci``: the ``confidence`` interval of the ``S`` at
 which the law reaches the target, found by inverting the prediction band (Fieller's method). In
 ``u = log10 S`` the band ``mean(u) ± q · se(u)`` is a hyperbola; ``S_low`` is where its *lower*
@@ -295,6 +306,10 @@ class Plan:
     ``shots_ci`` is the ``confidence`` interval of the real ``S`` at which the law reaches the
     target (``(S_low, S_high)``, ``S_high`` possibly ``inf``; ``None`` without a covariance).
     ``trustworthy`` is False when ``warnings`` is non-empty (see the module docstring).
+    ``relation`` is the membership game's neighbouring relation; ``bound_epsilon`` and
+    ``bound_delta`` the guarantee the target was computed from (``epsilon``, ``delta`` for
+    ``"add_remove"``; group privacy of the add/remove ``epsilon``, ``delta`` for
+    ``"replace_one"``; ``None`` with a direct ``target_advantage``).
     """
 
     shots: int
@@ -310,6 +325,9 @@ class Plan:
     shots_ci: tuple[float, float] | None = field(default=None, kw_only=True)
     trustworthy: bool = field(default=False, kw_only=True)
     warnings: tuple[str, ...] = field(default=(), kw_only=True)
+    relation: str = field(default="add_remove", kw_only=True)
+    bound_epsilon: float | None = field(default=None, kw_only=True)
+    bound_delta: float | None = field(default=None, kw_only=True)
 
     def to_dict(self) -> dict:
         return {
@@ -318,6 +336,9 @@ class Plan:
             "target_advantage": float(self.target_advantage),
             "epsilon": _f(self.epsilon),
             "delta": float(self.delta),
+            "relation": self.relation,
+            "bound_epsilon": _f(self.bound_epsilon),
+            "bound_delta": _f(self.bound_delta),
             "fpr_level": float(self.fpr_level),
             "classes": None if self.classes is None else int(self.classes),
             "coefficients": self.coefficients.to_dict(),
@@ -344,27 +365,51 @@ def _dp_args(fpr: Any, epsilon: Any, delta: Any) -> tuple[float, float, float]:
     return float(fpr), float(epsilon), float(delta)
 
 
-def dp_max_advantage(fpr: float, epsilon: float, delta: float = 0.0) -> float:
+def _check_relation(relation: Any) -> str:
+    from miascale.privacy import _check_relation
+
+    return _check_relation(relation)
+
+
+def _bound_args(epsilon: float, delta: float, relation: str) -> tuple[float, float]:
+    """The ``(epsilon, delta)`` the bound uses for an add/remove guarantee (module docstring)."""
+    if _check_relation(relation) == "add_remove":
+        return epsilon, delta
+    from miascale.privacy import replace_one_from_add_remove
+
+    eps, d = replace_one_from_add_remove(epsilon, delta)
+    return eps, min(d, 1.0)  # delta >= 1 says nothing: the bound allows TPR 1
+
+
+def dp_max_advantage(
+    fpr: float, epsilon: float, delta: float = 0.0, relation: str = "add_remove"
+) -> float:
     """The largest ``TPR - FPR`` an ``(epsilon, delta)``-DP mechanism allows at ``fpr``.
 
     ``min((e^epsilon - 1) * FPR + delta, (1 - e^-epsilon) * (1 - FPR) + delta * e^-epsilon)``,
     i.e. :func:`dp_max_tpr` minus ``fpr``, computed without cancellation. Not clipped: a value
-    ``>= 1 - fpr`` means the bound allows TPR 1 (it says nothing at this FPR).
+    ``>= 1 - fpr`` means the bound allows TPR 1 (it says nothing at this FPR). With
+    ``relation="replace_one"`` the add/remove ``(epsilon, delta)`` is first converted to
+    ``(2 epsilon, min(1, (1 + e^epsilon) delta))`` for a replace-one game (module docstring).
     """
     fpr, eps, delta = _dp_args(fpr, epsilon, delta)
+    eps, delta = _bound_args(eps, delta, relation)
     first = delta if fpr == 0.0 else (math.inf if eps > 700 else math.expm1(eps)) * fpr + delta
     second = -math.expm1(-eps) * (1.0 - fpr) + delta * math.exp(-eps)
     return min(first, second)
 
 
-def dp_max_tpr(fpr: float, epsilon: float, delta: float = 0.0) -> float:
+def dp_max_tpr(
+    fpr: float, epsilon: float, delta: float = 0.0, relation: str = "add_remove"
+) -> float:
     """The largest TPR at ``fpr`` inside the ``(epsilon, delta)``-DP region (both branches).
 
     ``min(e^epsilon * FPR + delta, 1 - e^-epsilon * (1 - delta - FPR))``: the first branch is the
     bound on the test itself, the second the same bound on its complement
-    (``1 - FPR <= e^epsilon * (1 - TPR) + delta``). Not clipped to 1.
+    (``1 - FPR <= e^epsilon * (1 - TPR) + delta``). Not clipped to 1. ``relation`` as in
+    :func:`dp_max_advantage`.
     """
-    return float(fpr) + dp_max_advantage(fpr, epsilon, delta)
+    return float(fpr) + dp_max_advantage(fpr, epsilon, delta, relation)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -597,6 +642,7 @@ def plan(
     epsilon: float | None = None,
     delta: float = 0.0,
     confidence: float = 0.95,
+    relation: str = "add_remove",
 ) -> Plan:
     """The smallest integer ``S >= 1`` whose predicted advantage is at most the target.
 
@@ -608,8 +654,13 @@ def plan(
     floating-point error, so an exact-integer ``S*`` is returned as itself. Targets needing more
     than ``10^15`` shots raise. With a covariance the plan carries ``shots_ci`` at
     ``confidence``; ``trustworthy`` and ``warnings`` give the verdict (module docstring).
+    ``relation`` (only with ``epsilon``) is the membership game's neighbouring relation:
+    ``"add_remove"`` (default) uses ``(epsilon, delta)`` as given, ``"replace_one"`` takes them
+    as an add/remove guarantee and bounds the replace-one game by group privacy (module
+    docstring).
     """
     c = _coefficients(coeffs)
+    rel = _check_relation(relation)
     if fpr_level is None:
         fpr = c.fpr_level
     else:
@@ -629,6 +680,12 @@ def plan(
         raise MiascaleError(f"delta must be a number in [0, 1), got {delta!r}.")
     delta = float(delta)
     conf = _check_confidence(confidence)
+    if rel != "add_remove" and epsilon is None:
+        raise MiascaleError(
+            f"relation={rel!r} converts a differential-privacy budget for the membership game; "
+            f"it needs epsilon, not target_advantage (a target advantage is the same in any game)."
+        )
+    bound: tuple[float | None, float | None] = (None, None)
     if epsilon is not None:
         if (
             isinstance(epsilon, bool)
@@ -637,10 +694,17 @@ def plan(
             or epsilon < 0
         ):
             raise MiascaleError(f"epsilon must be a finite number >= 0, got {epsilon!r}.")
-        target = dp_max_advantage(fpr, float(epsilon), delta)
+        target = dp_max_advantage(fpr, float(epsilon), delta, rel)
+        bound = _bound_args(float(epsilon), delta, rel)
+        game = (
+            ""
+            if rel == "add_remove"
+            else f" (add/remove; for the replace-one game epsilon={bound[0]:.6g}, "
+            f"delta={bound[1]:.6g} by group privacy)"
+        )
         if not (0.0 < target < 1.0 - fpr):
             raise MiascaleError(
-                f"epsilon={epsilon} and delta={delta} at FPR {fpr} allow an advantage of "
+                f"epsilon={epsilon} and delta={delta}{game} at FPR {fpr} allow an advantage of "
                 f"min((e^epsilon - 1) * FPR + delta, (1 - e^-epsilon) * (1 - FPR) + "
                 f"delta * e^-epsilon) = {target:.6g}, which is "
                 + (
@@ -720,6 +784,9 @@ def plan(
         shots_ci=shots_ci,
         trustworthy=not warnings,
         warnings=tuple(warnings),
+        relation=rel,
+        bound_epsilon=bound[0],
+        bound_delta=bound[1],
     )
 
 
@@ -752,6 +819,8 @@ def _goal(p: Plan, num: Callable[[float], str]) -> str:
         what = f"advantage ≤ {num(p.target_advantage)} at FPR {num(p.fpr_level)}"
     else:
         dp = f"ε = {num(p.epsilon)}" + (f", δ = {num(p.delta)}" if p.delta else "")
+        if p.relation == "replace_one":
+            dp += " (add/remove ε, replace-one game)"
         what = f"{dp} at FPR {num(p.fpr_level)} (advantage ≤ {num(p.target_advantage)})"
     return what + ("" if p.classes is None else f", C = {p.classes}")
 

@@ -462,6 +462,8 @@ class _Cell:
     ci_high: list[float] = field(default_factory=list)
     se: list[float | None] = field(default_factory=list)
     cp: list[tuple[float, float] | None] = field(default_factory=list)
+    floor: list[float | None] = field(default_factory=list)
+    ceiling: list[float | None] = field(default_factory=list)
     n_neg: list[int | None] = field(default_factory=list)
     seeds: list[Any] = field(default_factory=list)
     unresolvable: bool = False
@@ -493,12 +495,16 @@ def _num(row: Mapping[str, Any], key: str, i: int) -> float:
     return v
 
 
-def _optional(row: Mapping[str, Any], key: str, i: int) -> float | None:
-    """An optional finite number (``se``, ``n_neg``): None when absent or null."""
+def _optional(
+    row: Mapping[str, Any], key: str, i: int, signed: bool = False, allow_inf: bool = False
+) -> float | None:
+    """An optional number (``se``, ``n_neg``, ``floor``, ``ceiling``): None when absent or null."""
     if row.get(key) is None:
         return None
+    if allow_inf and row[key] == math.inf:
+        return math.inf
     v = _num(row, key, i)
-    if v < 0:
+    if v < 0 and not signed:
         raise _row_error(i, f"{key!r} must be >= 0, got {v!r}.")
     return v
 
@@ -560,6 +566,8 @@ def _collect(rows: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[tuple, _Cell
         cell.se.append(_optional(row, "se", i))
         cp_lo, cp_hi = _optional(row, "cp_low", i), _optional(row, "cp_high", i)
         cell.cp.append(None if cp_lo is None or cp_hi is None else (cp_lo, cp_hi))
+        cell.floor.append(_optional(row, "floor", i, signed=True))
+        cell.ceiling.append(_optional(row, "ceiling", i, signed=True, allow_inf=True))
         q = _optional(row, "n_neg", i)
         cell.n_neg.append(None if q is None else int(q))
         cell.unresolvable |= not bool(res)
@@ -624,8 +632,9 @@ def _fit_level(
     for key in sorted(cells):
         cell = cells[key]
         summary = summarize_cell(
-            fpr, cell.tpr, cell.ci_low, cell.ci_high, cell.se, cell.n_neg, confidence, cell.cp
-        )
+            fpr, cell.tpr, cell.ci_low, cell.ci_high, cell.se, cell.n_neg, confidence, cell.cp,
+            cell.floor, cell.ceiling,
+        )  # fmt: skip
         reasons = admission_reasons(
             summary,
             min_false_positives=settings.min_false_positives,
@@ -790,42 +799,58 @@ def fit_power_law(
     return replace(settings, levels=fits)
 
 
-_TAIL_KEY = re.compile(r"^tail_(naive|cross)_(q[0-9.e-]+|max)$")
+_TAIL_KEY = re.compile(r"^pe_(adv|sep)_(q[0-9.e-]+|max|cross_max)$")
+#: the separation has no FPR level; its rows are keyed at this placeholder level
+SEPARATION_LEVEL = 0.5
 
 
 def tail_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
-    """Rows for fitting the per-example tail: one per (cell, FPR level, estimator, quantile).
+    """Rows for fitting the most vulnerable examples: one per (cell, estimator, level).
 
-    Sweep rows carry the tail of the per-example advantage as ``tail_{naive|cross}_{qX|max}``
-    fields (see :func:`miascale.vulnerability.tail_fields`; the tail does not depend on the attack
-    variant, so only the first variant's row of each cell and level is used). Each becomes a row
-    with ``attack = "tail-naive"`` or ``"tail-cross"``, ``variant = "q0.99"`` (etc.) or ``"max"``,
-    ``advantage`` the tail value and ``tpr = fpr + advantage``; the confidence interval is the
-    point itself (a per-example value has no Clopper–Pearson interval), so only a tail that
-    reaches TPR 1 counts as saturated, and every tail value counts as resolvable (the per-example
-    TPR of the Gaussian test is defined at any FPR). Fit them with :func:`fit_power_law`.
+    Sweep rows carry :meth:`miascale.tails.Tails.row_fields` (``pe_adv_<name>`` per FPR level,
+    ``pe_sep_<name>`` for the separation, with ``_se`` and ``_floor`` companions; the tails do not
+    depend on the attack variant, so only the first row of each cell and level is used). Each
+    becomes a row with ``attack = "tail"`` (the per-example advantage at that level: ``ceiling``
+    ``1 - t``, resolvable only when the level is resolvable for the median example's OUT count)
+    or ``attack = "separation"`` (level-free, stored at :data:`SEPARATION_LEVEL`, no ceiling),
+    ``variant`` the estimator (``q0.99``, ``max``, ``cross_max``), the value as ``advantage``, its
+    bootstrap ``se`` and its noise ``floor``. Fit them with :func:`fit_power_law`: the admission
+    rules keep noise-level and saturated values out.
     """
     out: list[dict] = []
     seen: set[tuple] = set()
+    sep_seen: set[tuple] = set()
     for r in rows:
-        key = (r.get("cell_id"), r["dataset"], r["backbone"], r["classes"], r["shots"], r["seed"],
-               float(r["fpr_level"]))  # fmt: skip
+        ident = (r.get("cell_id"), r["dataset"], r["backbone"], r["classes"], r["shots"], r["seed"])
+        key = (*ident, float(r["fpr_level"]))
         if key in seen:
             continue
         seen.add(key)
+        t = float(r["fpr_level"])
         for name, value in r.items():
             m = _TAIL_KEY.match(name)
             if m is None or value is None:
                 continue
-            tpr = min(1.0, float(r["fpr_level"]) + float(value))
+            kind, est = m.groups()
+            if kind == "sep":
+                if (*ident, est) in sep_seen:
+                    continue
+                sep_seen.add((*ident, est))
+            se = r.get(f"pe_{kind}_se_{est}")
+            floor = r.get(f"pe_{kind}_floor_{est}")
+            level = t if kind == "adv" else SEPARATION_LEVEL
+            v = float(value)
+            half = 1.96 * (float(se) if se is not None else 0.0)
             out.append(
                 {
                     "dataset": r["dataset"], "backbone": r["backbone"], "classes": r["classes"],
-                    "shots": r["shots"], "seed": r["seed"], "fpr_level": float(r["fpr_level"]),
-                    "attack": f"tail-{m.group(1)}", "variant": m.group(2),
-                    "tpr": tpr, "advantage": float(value), "ci_low": tpr, "ci_high": tpr,
-                    "resolvable": True,  # a Gaussian per-example TPR needs no negatives budget
-                    "n_neg": r.get("n_neg"), "test_accuracy": r.get("test_accuracy"),
+                    "shots": r["shots"], "seed": r["seed"], "fpr_level": level,
+                    "attack": "tail" if kind == "adv" else "separation", "variant": est,
+                    "tpr": level + v, "advantage": v, "ci_low": level + v - half,
+                    "ci_high": level + v + half, "se": se, "floor": floor,
+                    "ceiling": None if kind == "adv" else math.inf,
+                    "resolvable": bool(r.get("pe_resolvable", True)) if kind == "adv" else True,
+                    "n_neg": None, "test_accuracy": r.get("test_accuracy"),
                 }
             )  # fmt: skip
     return out

@@ -750,10 +750,10 @@ class TheoryConfig:
         class_means(self.classes, self.dim)
         if not self.shots or any(int(s) != s or s < 1 for s in self.shots):
             raise MiascaleError(f"--shots must be positive integers, got {list(self.shots)}.")
-        if self.shadow_models < 2:
+        if self.shadow_models < 4:
             raise MiascaleError(
-                f"--shadow-models must be at least 2 (LiRA needs IN and OUT shadows), got "
-                f"{self.shadow_models}."
+                f"--shadow-models must be at least 4 (LiRA needs IN and OUT shadows, and a "
+                f"target's complementary partner is never one of them), got {self.shadow_models}."
             )
         check_fpr_levels(self.fpr)
         if not self.fpr:

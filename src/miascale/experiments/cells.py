@@ -26,9 +26,9 @@ from miascale.data import load_dataset
 from miascale.data.base import Dataset
 from miascale.errors import MiascaleError
 from miascale.experiments.grid import Cell, default_shots
+from miascale.tails import tails
 from miascale.training.dp import DPConfig
 from miascale.training.heads import HeadConfig
-from miascale.vulnerability import cross_fitted_tail, tail_fields
 
 
 def check_variants(variants: tuple[str, ...]) -> None:
@@ -117,20 +117,18 @@ def compute_cell(
     arrays: dict[str, np.ndarray] = {}
     dp_fields = {} if t.dp is None else {
         "epsilon": cell.epsilon, "accountant_epsilon": t.dp["epsilon"], "delta": t.dp["delta"],
-        "noise_multiplier": t.dp["noise_multiplier"],
+        "noise_multiplier": t.dp["noise_multiplier"], "relation": t.dp["relation"],
+        "epsilon_game": t.dp["epsilon_game"], "delta_game": t.dp["delta_game"],
     }  # fmt: skip
     hpo_fields = (
         {}
         if t.hpo is None
         else {"hpo_params": dict(t.hpo["best_params"]), "hpo_value": t.hpo["best_value"]}
     )
-    # per-example tail (model-agnostic of the attack variant): naive and cross-fitted
-    tails = {
-        float(lvl): tail_fields(cross_fitted_tail(t.stats, t.plan.in_mask, lvl, seed=cell.seed))
-        if config.n_models >= 8
-        else {}
-        for lvl in cell.fpr
-    }
+    # the most vulnerable examples (independent of the attack variant): quantiles, max and the
+    # cross-fitted max of the separation and of the per-example advantage, with SEs and floors
+    pe = tails(t.stats, t.plan.in_mask, cell.fpr, seed=cell.seed) if config.n_models >= 8 else None
+    tail_by_level = {float(lvl): {} if pe is None else pe.row_fields(lvl) for lvl in cell.fpr}
     for out in run_attacks(t, config):
         arrays[f"scores__{out.variant}"] = out.scores
         attack, sub = variant_columns(out.variant)
@@ -146,7 +144,7 @@ def compute_cell(
                     "test_accuracy": float(t.test_accuracy.mean()),
                     "n_classes": t.pool.n_classes, "unscored_pairs": out.n_unscored,
                     "converged": t.converged, "n_models": config.n_models,
-                    **tails[float(m.fpr_level)],
+                    **tail_by_level[float(m.fpr_level)],
                     **{f"attack_{k}": v for k, v in out.details.items()},
                     **hpo_fields,
                     **({"finetune": cell.finetune} if cell.finetune != "head" else {}),

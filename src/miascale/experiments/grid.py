@@ -152,10 +152,11 @@ class SweepSpec:
         bad = [s for s in self.seeds if not _is_int(s) or s < 0]
         if bad:
             raise MiascaleError(f"Seeds must be non-negative integers, got {bad!r}.")
-        if not _is_int(self.shadow_models) or self.shadow_models < 2:
+        if not _is_int(self.shadow_models) or self.shadow_models < 4:
             raise MiascaleError(
-                f"shadow_models must be an integer ≥ 2 (LiRA fits IN and OUT distributions from "
-                f"the shadow models; 64 or more is typical), got {self.shadow_models!r}."
+                f"shadow_models must be an integer ≥ 4 (LiRA fits IN and OUT distributions from "
+                f"the shadow models, and a target's complementary partner is never one of them; "
+                f"64 or more is typical), got {self.shadow_models!r}."
             )
         _check_list("fpr", self.fpr)
         bad = [t for t in self.fpr if not _is_num(t) or not (0.0 < t < 1.0)]

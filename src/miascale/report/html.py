@@ -374,7 +374,7 @@ def _section_advantage(run: RunData) -> str:
                     exc.append(any(k[:3] == (dataset, backbone, s) for k in excluded))
             fit_s, fit_y = _fit_line(lf, shots, cnum if cnum is not None else classes)
             any_fit |= bool(len(fit_s))
-            label = f"FPR {fpr:g}"
+            label = "separation" if attack == "separation" else f"FPR {fpr:g}"
             if lf is not None and lf.ok:
                 label += f" ($\\beta_S$ = {fmt_num(lf.beta_s)})"
             series.append(
@@ -412,40 +412,89 @@ def _section_advantage(run: RunData) -> str:
     return "\n".join(out)
 
 
+_RELATION_WORDS = {"replace_one": "replace-one", "add_remove": "add/remove"}
+
+
+def _game_epsilon(r: Mapping[str, Any]) -> tuple[float, float, str]:
+    """``(ε, δ, relation in words)`` that bound the attack of a DP row: the ε of the membership
+    game played (``epsilon_game``, replace-one for the balanced design). Rows written before it
+    was recorded fall back to the add/remove ε (accountant's, else the target), labelled so."""
+    if r.get("epsilon_game") is not None:
+        rel = r.get("relation")
+        words = _RELATION_WORDS.get(rel, str(rel))
+        return float(r["epsilon_game"]), float(r.get("delta_game") or 0.0), words
+    eps = r.get("accountant_epsilon") or r["epsilon"]
+    return float(eps), float(r.get("delta") or 0.0), "add/remove, old run"
+
+
 def _dp_bound_lines(by_fpr: Mapping[float, Mapping[int, list[dict]]]) -> list:
-    """For a DP panel: the advantage an (ε, δ)-DP model allows at each FPR level and S (δ may
-    differ by S: its default depends on the training-set size)."""
+    """For a DP panel: the advantage an (ε, δ)-DP model allows at each FPR level and S, for the
+    ε, δ of the game played (:func:`_game_epsilon`; both may differ by S: q and the default δ
+    depend on the training-set size)."""
     from miascale.privacy import dp_roc_bound
 
     lines = []
     for i, fpr in enumerate(sorted(by_fpr, reverse=True)):
-        shots, values, deltas = [], [], set()
-        eps = None
+        shots, values, deltas, games = [], [], set(), set()
+        words = ""
         for s_ in sorted(by_fpr[fpr]):
             rs = by_fpr[fpr][s_]
-            eps = rs[0].get("epsilon") if rs else None
-            if eps is None:
+            if not rs or rs[0].get("epsilon") is None:
                 return []
-            delta = float(rs[0].get("delta") or 0.0)
+            eps, delta, words = _game_epsilon(rs[0])
             deltas.add(delta)
+            games.add(f"{eps:.3g}")
             shots.append(float(s_))
-            values.append(float(dp_roc_bound(np.array([fpr]), float(eps), delta)[0]) - fpr)
+            values.append(float(dp_roc_bound(np.array([fpr]), eps, delta)[0]) - fpr)
         d = f"{next(iter(deltas)):.0e}" if len(deltas) == 1 else "by S"
-        lines.append((f"(ε={eps:g}, δ={d}) bound at FPR {fpr:g}", np.array(shots),
+        e = next(iter(games)) if len(games) == 1 else "by S"
+        lines.append((f"({words} ε={e}, δ={d}) bound at FPR {fpr:g}", np.array(shots),
                       np.array(values), i))  # fmt: skip
     return lines
 
 
-TAIL_SHOWN = ("q0.99", "max")
+TAIL_SHOWN = {"separation": ("q0.5", "q0.99", "cross_max"), "tail": ("q0.99", "cross_max")}
+
+
+def _floor_table(trows: list[dict]) -> str:
+    """Median over seeds of value ± SE and the noise floor, per S, for the separation."""
+    by: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for r in trows:
+        if r["attack"] == "separation":
+            by[(int(r["shots"]), r["variant"])].append(r)
+    if not by:
+        return ""
+    names = [n for n in TAIL_SHOWN["separation"] if any(k[1] == n for k in by)]
+    head = "".join(f"<th>{_e(n)}: value ± SE (floor)</th>" for n in names)
+    body = []
+    for shots in sorted({k[0] for k in by}):
+        cells = []
+        for n in names:
+            rs = by.get((shots, n), [])
+            if not rs:
+                cells.append(f"<td>{DASH}</td>")
+                continue
+            v = float(np.median([r["advantage"] for r in rs]))
+            se = float(np.median([r["se"] or 0.0 for r in rs]))
+            fl = float(np.median([r["floor"] or 0.0 for r in rs]))
+            cells.append(f'<td class="num">{v:.2f} ± {se:.2f} ({fl:.2f})</td>')
+        body.append(f'<tr><td class="num">{shots}</td>{"".join(cells)}</tr>')
+    return f"<table><tr><th>S</th>{head}</tr>{''.join(body)}</table>"
 
 
 def _section_tail(run: RunData) -> str:
-    """The per-example tail (top 1% and the maximum, naive and cross-fitted) against S."""
+    """The most vulnerable examples against S: separation and per-example advantage tails."""
     from miascale.scaling import tail_rows
 
     rows = [{**r, "classes": _numeric_classes(r) or 1} for r in run.plain_rows]
-    trows = [r for r in tail_rows(rows) if r["variant"] in TAIL_SHOWN]
+    trows = [r for r in tail_rows(rows) if r["variant"] in TAIL_SHOWN[r["attack"]]]
     if not trows:
+        if any(k.startswith("tail_naive_") for r in run.plain_rows for k in r):
+            return (
+                '<h2 id="tail">Most vulnerable examples vs shots</h2>'
+                + _note("This run predates per-example quantiles (it stored the mean above a "
+                        "quantile); rerun the sweep into a new directory to see them.")
+            )  # fmt: skip
         return ""
     tail_fit, source = None, "fitted by the report"
     fit_path = run.run_dir / FIT_NAME
@@ -463,15 +512,28 @@ def _section_tail(run: RunData) -> str:
         '<h2 id="tail">Most vulnerable examples vs shots</h2>'
         + '<p class="caption">'
         + _e(
-            "Per-example advantage tpr_n − FPR of the one-sided Gaussian test on each example's "
-            "IN/OUT statistics (see docs/vulnerability.md). tail-naive: mean advantage of the "
-            "top 1% of examples (q0.99) or the single top example (max), selected and measured "
-            "on all models (biased upward); tail-cross: selected on one half of the models and "
-            f"measured on the other (cross-fitted). Fit {source}."
+            "separation: the per-example standardised separation (μ_in − μ_out)/σ of each "
+            "example's IN/OUT statistics (σ shrunk toward the pooled one), which has no ceiling; "
+            "q0.5 and q0.99 are its median and 99th percentile over the pool, cross_max the top "
+            "example selected on one half of the models and measured on the other (no winner's "
+            "curse). tail: the per-example advantage of the Gaussian test at each FPR level, "
+            "shown only for levels the examples' OUT models resolve. Hollow points were left out "
+            "of the fit (at the noise floor, at the ceiling, or not resolvable); lines span only "
+            f"the fitted S range (docs/vulnerability.md). Fit {source}."
         )
         + "</p>",
     )
-    return body
+    floor = (
+        '<p class="caption">'
+        + _e(
+            "Noise floor: what each separation figure is on null data (no membership signal) "
+            "with this many IN/OUT models per example, next to the measured value (median over "
+            "seeds, ± its bootstrap SE over model pairs and examples)."
+        )
+        + "</p>"
+        + _floor_table(trows)
+    )
+    return body + floor
 
 
 THUMBNAILS = 16
@@ -480,7 +542,7 @@ THUMBNAILS = 16
 def _section_most_vulnerable(run: RunData) -> str:
     """Thumbnails (or texts) of the most vulnerable examples at the largest S with artifacts."""
     from miascale.data import load_dataset
-    from miascale.vulnerability import per_example
+    from miascale.tails import cross_ranked
 
     out = ['<h2 id="most-vulnerable">The most vulnerable examples</h2>']
     done = [c for c in run.cells if c.get("status") == "done" and c.get("artifacts")]
@@ -490,7 +552,6 @@ def _section_most_vulnerable(run: RunData) -> str:
         return "\n".join([*out, _note("No cell artifacts (signals.npz) to read.")])
     cell = max(done, key=lambda c: (c["config"]["shots"], -c["config"]["seed"]))
     cfg = cell["config"]
-    fpr = min(cfg["fpr"])
     folder = _resolve_artifacts(run.run_dir, cell["artifacts"])
     try:
         with np.load(folder / "signals.npz", allow_pickle=False) as z:  # type: ignore[operator]
@@ -498,29 +559,36 @@ def _section_most_vulnerable(run: RunData) -> str:
         ds = load_dataset(cfg["dataset"], cfg.get("min_per_class"))
     except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile, MiascaleError) as e:
         return "\n".join([*out, _note(f"Cannot show the most vulnerable examples: {e}")])
-    adv = per_example(stats, mask, [fpr]).advantage[0]
-    order = [i for i in np.argsort(-np.nan_to_num(adv, nan=-np.inf)) if np.isfinite(adv[i])]
-    top = order[:THUMBNAILS]
+    try:
+        ranked = cross_ranked(stats, mask, THUMBNAILS, seed=int(cfg["seed"]))
+    except MiascaleError as e:
+        return "\n".join([*out, _note(f"Cannot rank the most vulnerable examples: {e}")])
+    top = [int(i) for i in ranked.indices]
+    value = dict(zip(top, ranked.separation.tolist(), strict=True))
+    err_of = dict(zip(top, ranked.se.tolist(), strict=True))
     what = (
         f"{cfg['dataset']} / {cfg['backbone']}, S = {cfg['shots']}, seed {cfg['seed']}: the "
-        f"{len(top)} pool examples with the largest per-example advantage at FPR {fpr:g} "
-        "(Gaussian test on each example's IN/OUT statistics; naive, all models)."
+        f"{len(top)} pool examples ranked by their separation (μ_in − μ_out)/σ on one half of "
+        "the models and shown with the separation measured on the other half (± its standard "
+        "error), so the value is free of the winner's curse."
     )
     out.append(f'<p class="caption">{_e(what)}</p>')
     labels = [ds.class_names[ds.y_train[pool_idx[i]]] for i in top]
     if ds.modality == "image":
         images = [np.asarray(ds.x_train[pool_idx[i]]) for i in top]
-        caps = [f"{lab}\nadv {adv[i]:.3f}" for lab, i in zip(labels, top, strict=True)]
-        short = f"most vulnerable at S = {cfg['shots']}, FPR {fpr:g}"
+        caps = [
+            f"{lab}\nd {value[i]:.2f} ± {err_of[i]:.2f}" for lab, i in zip(labels, top, strict=True)
+        ]
+        short = f"most vulnerable at S = {cfg['shots']} (cross-fitted separation)"
         out.append(_figure(plots.thumbnail_grid(short, images, caps), "most vulnerable images"))
     elif ds.modality == "text":
         body = "".join(
-            f"<tr><td>{_e(f'{adv[i]:.3f}')}</td><td>{_e(lab)}</td>"
+            f"<tr><td>{_e(f'{value[i]:.2f} ± {err_of[i]:.2f}')}</td><td>{_e(lab)}</td>"
             f"<td>{_e(ds.x_train[pool_idx[i]])}</td></tr>"
             for lab, i in zip(labels, top, strict=True)
         )
         out.append(
-            "<table><tr><th>advantage</th><th>class</th><th>text</th></tr>" + body + "</table>"
+            "<table><tr><th>separation</th><th>class</th><th>text</th></tr>" + body + "</table>"
         )
     else:
         out.append(_note("Feature-only data: no images or texts to show."))
@@ -765,9 +833,11 @@ def _section_privacy(run: RunData) -> str:
         + _e(
             f"Attack {primary} at FPR {level:g}: median over seeds of TPR, test accuracy and the "
             "empirical ε lower bound (from Clopper–Pearson bounds on TPR and FPR over all "
-            "thresholds, at the δ shown; for DP cells next to the accountant's ε). DP-SGD cells "
-            "train the heads with per-example clipping and Gaussian noise calibrated by the "
-            "dp-accounting PLD accountant."
+            "thresholds, at the δ shown; for DP cells next to the ε that bounds it, the "
+            "accountant's ε for the membership game played: replace-one for the balanced design, "
+            "add/remove for bernoulli). DP-SGD cells train the heads with per-example clipping "
+            "and Gaussian noise calibrated for the add/remove ε by the dp-accounting PLD "
+            "accountant (shown too)."
         )
         + "</p>"
     )
@@ -788,7 +858,11 @@ def _section_privacy(run: RunData) -> str:
                 acct = [r.get("accountant_epsilon") for r in rs if r.get("accountant_epsilon")]
                 txt = f"TPR {tpr}<br>acc {acc}<br>ε_lb {lb}"
                 if acct:
-                    txt += f" (accountant {float(acct[0]):.3g}, δ {float(rs[0]['delta']):.0e})"
+                    e_game, d_game, words = _game_epsilon(rs[0])
+                    txt += f" (bound: {words} ε {e_game:.3g}, δ {d_game:.0e}"
+                    if rs[0].get("epsilon_game") is not None:
+                        txt += f"; accountant add/remove ε {float(acct[0]):.3g}"
+                    txt += ")"
                 elif rs[0].get("empirical_epsilon_delta") is not None:
                     txt += f" (δ {float(rs[0]['empirical_epsilon_delta']):.0e})"
                 cells.append(f'<td class="num">{txt}</td>')
@@ -806,8 +880,8 @@ def _section_privacy(run: RunData) -> str:
         cells_by[g][(int(cfg.get("shots")), cfg.get("epsilon"))].append(
             (cfg.get("seed", 0), folder)
         )
-    deltas = {(r["dataset"], r["backbone"], r["classes"], int(r["shots"]), r.get("epsilon")):
-              float(r.get("delta") or 0.0) for r in run.dp_rows}  # fmt: skip
+    games = {(r["dataset"], r["backbone"], r["classes"], int(r["shots"]), r.get("epsilon")):
+             _game_epsilon(r) for r in run.dp_rows}  # fmt: skip
     for g in sorted(cells_by, key=_group_key):
         dp_shots = [k[0] for k in cells_by[g] if k[1] is not None]
         if not dp_shots:
@@ -828,15 +902,19 @@ def _section_privacy(run: RunData) -> str:
             series.append(plots.RocSeries(f"{_eps_label(e)}, seed {cands[0][0]}", roc.fpr,
                                           roc.tpr, color=ci, style=0))  # fmt: skip
             if e is not None:
-                bound = dp_roc_bound(fpr_grid, float(e), deltas.get((*g, s_top, e), 0.0))
-                series.append(plots.RocSeries(f"(ε = {e:g}, δ) bound", fpr_grid, bound,
-                                              color=ci, style=2))  # fmt: skip
+                e_game, d_game, words = games.get((*g, s_top, e), (float(e), 0.0, "add/remove"))
+                bound = dp_roc_bound(fpr_grid, e_game, d_game)
+                series.append(plots.RocSeries(f"({words} ε = {e_game:.3g}, δ) bound", fpr_grid,
+                                              bound, color=ci, style=2))  # fmt: skip
         if series:
             title = f"{g[0]} / {g[1]}, C = {_fmt_c(g[2])}, S = {s_top}, {primary}"
             figs.append(_figure(plots.roc_plot(title, series), f"ROC under DP bounds: {title}",
                                 "Solid: the attack's ROC; dotted: the most any attack can achieve "
                                 "against an (ε, δ)-DP model, TPR ≤ min(e^ε·FPR + δ, "
-                                "1 − e^−ε·(1 − δ − FPR))."))  # fmt: skip
+                                "1 − e^−ε·(1 − δ − FPR)), with the accountant's ε, δ for the "
+                                "membership game played (replace-one for the balanced design; "
+                                "add/remove for bernoulli and runs that did not record "
+                                "it)."))  # fmt: skip
     out += figs
     return "\n".join(out)
 
