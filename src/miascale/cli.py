@@ -514,23 +514,25 @@ def audit(
                 f"thresholds, δ = {e['delta']:.0e})"
             )
     if pe_doc is not None:
-        pt = Table(title="per-example advantage tpr_n − FPR: distribution and top end")
-        for col in ("FPR", "median", "q0.99", "max", "top 1% naive", "top 1% cross-fitted",
-                    "max cross-fitted"):  # fmt: skip
-            pt.add_column(col, justify="right")
-        for lvl in pe_doc["levels"]:
-            summ, cf = lvl["summary"], lvl["cross_fit"]
-            qs = dict(zip(summ["quantiles"], summ["values"], strict=True))
-            i99 = cf["quantiles"].index(0.99) if cf else None
+        pt = Table(title="per-example vulnerability: quantiles over the pool (value ± SE)")
+        for col in ("quantity", "median", "q0.99", "max", "max cross-fitted", "noise floor q0.99"):
+            pt.add_column(col, justify="right", overflow="fold")
+        tl = pe_doc.get("tails")
 
-            def f(v):
-                return "–" if v is None else f"{v:.4f}"
+        def f(v):
+            return "–" if v is None else f"{v['value']:.3f} ± {v['se']:.3f}" if v.get("se") else "–"
 
-            pt.add_row(
-                f"{lvl['fpr_level']:g}", f(qs.get(0.5)), f(qs.get(0.99)), f(summ["max"]),
-                f(cf["naive"][i99]) if cf else "–", f(cf["cross_fitted"][i99]) if cf else "–",
-                f(cf["cross_fitted_max"]) if cf else "–",
-            )  # fmt: skip
+        if tl is not None:
+            sep = tl["separation"]
+            pt.add_row("separation (μ_in − μ_out)/σ", f(sep["q0.5"]), f(sep["q0.99"]),
+                       f(sep["max"]), f(sep["cross_max"]), f"{sep['q0.99']['floor']:.3f}")  # fmt: skip
+            for lvl in tl["levels"]:
+                a = lvl["advantage"]
+                what = f"advantage at FPR {lvl['fpr_level']:g}"
+                if not lvl["resolvable"]:
+                    what += " (not resolvable: t·n_out < 1)"
+                pt.add_row(what, f(a["q0.5"]), f(a["q0.99"]), f(a["max"]), f(a["cross_max"]),
+                           f"{a['q0.99']['floor']:.4f}")  # fmt: skip
         out.print(pt)
     if out_dir is not None:
         extra = " and per_example.npz" if per_example_ else ""

@@ -57,6 +57,11 @@ N_BOOT = 100
 _BLOCK = 20  # bootstrap replicates per block (memory ~ 6 · block · N floats)
 
 
+def _fl(x: float) -> float | None:
+    x = float(x)
+    return None if not np.isfinite(x) else x
+
+
 def _names(quantiles: tuple[float, ...]) -> tuple[str, ...]:
     return (*(f"q{q:g}" for q in quantiles), "max", "cross_max")
 
@@ -84,6 +89,32 @@ class Tails:
     n_out: float
     n_examples: int
     n_boot: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready: per estimator name the separation (value, se, floor) and per level the
+        advantage (value, se, floor) with the level's resolvability."""
+
+        def trip(v, e, f) -> dict:
+            return {n: {"value": _fl(a), "se": _fl(b), "floor": _fl(c)}
+                    for n, a, b, c in zip(self.names, v, e, f, strict=True)}  # fmt: skip
+
+        levels = [
+            {
+                "fpr_level": t,
+                "resolvable": bool(self.resolvable[i]),
+                "advantage": trip(self.advantage[i], self.advantage_se[i], self.advantage_floor[i]),
+            }
+            for i, t in enumerate(self.fpr_levels)
+        ]
+        return {
+            "separation": trip(self.separation, self.separation_se, self.separation_floor),
+            "levels": levels,
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "n_examples": self.n_examples,
+            "n_boot": self.n_boot,
+            "shrink_df": SHRINK_DF,
+        }
 
     def row_fields(self, fpr_level: float) -> dict:
         """Flat fields for a sweep row of level ``fpr_level`` (JSON-ready; parsed by
@@ -121,7 +152,8 @@ def _moments(s: np.ndarray, m: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, n
         ss = (q_in - n_in * mu_in**2) + (q_out - n_out * mu_out**2)
         df = n_in + n_out - 2.0
         var = np.clip(ss, 0.0, None) / np.maximum(df, 1.0)
-        ok = (n_in >= 2) & (n_out >= 2)
+        present = (w > 0).astype(np.float64)  # a model drawn twice is still one model
+        ok = (present @ mf >= 2) & (present @ of >= 2)
         pool = np.nanmean(np.where(ok, var, np.nan), axis=-1, keepdims=True)
         shrunk = (SHRINK_DF * pool + df * var) / (SHRINK_DF + df)
         d = np.where(ok, (mu_in - mu_out) / np.sqrt(np.maximum(shrunk, 1e-300)), np.nan)
