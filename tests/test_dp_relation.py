@@ -253,7 +253,7 @@ def test_plan_for_a_replace_one_game():
     assert d["relation"] == "replace_one" and d["epsilon"] == 1.0
     assert d["bound_epsilon"] == 2.0 and d["bound_delta"] == pytest.approx((1 + math.e) * 1e-5)
     assert ar.to_dict()["relation"] == "add_remove" and ar.to_dict()["bound_epsilon"] == 1.0
-    assert "(add/remove ε, replace-one game)" in plan_sentence(r1)
+    assert "(add/remove ε, bound for the replace-one game)" in plan_sentence(r1)
     assert "replace-one" not in plan_sentence(ar)
     direct = plan(_law(), None, target_advantage=0.01)
     assert direct.bound_epsilon is None and direct.to_dict()["bound_delta"] is None

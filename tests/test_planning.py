@@ -336,7 +336,7 @@ def test_trustworthy_plan_and_sentence():
     assert math.log10(p.shots_ci[1] / p.shots_ci[0]) <= MAX_CI_DECADES
     text = plan_sentence(p)
     m = re.fullmatch(
-        r"ε = 1 \(add/remove ε, add/remove game\) at FPR 0\.001 \(advantage ≤ 0\.00172\): "
+        r"ε = 1 \(add/remove ε\) at FPR 0\.001 \(advantage ≤ 0\.00172\): "
         r"S ≈ ([\d,]+) examples per class, "
         r"95% interval \[([\d,.]+), ([\d,.]+)\]",
         text,

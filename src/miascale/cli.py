@@ -288,7 +288,40 @@ def _parse_fpr(text: str) -> tuple[float, ...]:
         raise MiascaleError(
             f"--fpr takes comma-separated numbers in (0, 1), e.g. 0.1,0.01,0.001; got {text!r}."
         ) from None
+    dup = sorted({t for t in levels if levels.count(t) > 1})
+    if dup:
+        raise MiascaleError(
+            f"--fpr lists {', '.join(f'{t:g}' for t in dup)} more than once (got {text!r}); give "
+            f"each FPR level once."
+        )
     return levels
+
+
+def _check_seed(seed: int, flag: str = "--seed") -> None:
+    if seed < 0:
+        raise MiascaleError(f"{flag} must be a non-negative integer, got {seed}.")
+
+
+def _check_out_dir(path: Path | None) -> None:
+    """--out must be a folder this process can write: checked (created) before any work."""
+    import tempfile
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MiascaleError(
+            f"--out {path} is a file, not a folder; give a folder for the outputs (it is created "
+            f"if missing)."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".miascale-write-check-"):
+            pass
+    except OSError as e:
+        raise MiascaleError(
+            f"Cannot write to --out {path}: {e.strerror or e}. Give a writable folder."
+        ) from None
 
 
 @app.command()
@@ -402,6 +435,11 @@ def audit(
     from miascale.membership import DESIGNS
     from miascale.training.heads import HeadConfig
 
+    # checks before computing: seed, FPR levels, device, output folder
+    _check_seed(seed)
+    _parse_fpr(fpr)
+    _check_device(device)
+    _check_out_dir(out_dir)
     if membership not in DESIGNS:
         raise MiascaleError(
             f"Unknown --membership {membership!r}; choose one of {', '.join(DESIGNS)}."
@@ -448,7 +486,8 @@ def audit(
 
         ds = load_dataset(dataset, min_per_class=min_per_class)
         err.print(f"auditing {ds.name} × {backbone} (FiLM): S={shots}, "
-                  f"C={classes or ds.n_classes}, K={config.n_models} models")  # fmt: skip
+                  f"C={classes or ds.n_classes}, K={config.n_models} models",
+                  markup=False, highlight=False)  # fmt: skip
         result = audit_film(ds, backbone, resolution, config, device=device)
         name = f"{backbone} FiLM"
         provenance = {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
@@ -457,8 +496,9 @@ def audit(
         fs = _features(dataset, backbone, resolution, min_per_class, None, device)
         err.print(
             f"auditing {fs.dataset} × {fs.backbone.name}: S={shots}, "
-            f"C={classes or len(fs.class_names)}, K={config.n_models} models"
-        )
+            f"C={classes or len(fs.class_names)}, K={config.n_models} models",
+            markup=False, highlight=False,
+        )  # fmt: skip
         result = audit_features(
             fs.x_train, fs.y_train, fs.x_test, fs.y_test, config, fs.class_names, device=device
         )
@@ -536,7 +576,7 @@ def audit(
         out.print(pt)
     if out_dir is not None:
         extra = " and per_example.npz" if per_example_ else ""
-        out.print(f"wrote {Path(out_dir) / 'audit.json'}, signals.npz{extra}")
+        out.print(f"wrote {Path(out_dir) / 'audit.json'}, signals.npz{extra}", markup=False)
 
 
 def _only_with(options: dict, active: bool, mode: str) -> None:
@@ -585,17 +625,22 @@ def run_sweep_command(
     max_retries: int | None = None,
     on_error: str = "raise",
     compute=None,
+    recompute_changed: bool = False,
 ):
     """Expand a SweepSpec and run it into ``out_dir`` (resumable); returns (summary, store).
 
     ``backend`` is ``local`` or ``ray`` (``address``: a running Ray cluster's; ``max_retries``:
     bounded retries of crashed / out-of-memory cells, default 2 on Ray, 0 locally); ``compute``
     replaces :func:`~miascale.experiments.cells.compute_cell` (tests).
+
+    The run directory is locked for the whole run (released when the returned store is closed).
+    Done cells whose data fingerprint changed are an error unless ``recompute_changed``; done
+    cells whose ``signals.npz`` is missing are recomputed (:func:`check_done_cells`).
     """
     from miascale.experiments.backends import DEFAULT_MAX_RETRIES, make_backend
     from miascale.experiments.cells import FeatureMemo, check_variants
     from miascale.experiments.grid import expand
-    from miascale.experiments.runner import run_sweep
+    from miascale.experiments.runner import check_done_cells, run_sweep
     from miascale.experiments.store import ResultStore
 
     check_variants(spec.variants)
@@ -613,18 +658,76 @@ def run_sweep_command(
     )  # fmt: skip
     if hasattr(runner, "connect"):
         runner.connect()  # a Ray cluster that cannot be reached: fail before any work
-    cells = expand(spec, memo.shots_for(spec.resolution, spec.min_per_class, spec.finetune))
-    store = ResultStore.open(out_dir, spec.to_dict())
+    # one writer per run directory: a second sweep into it stops here, before any work
+    store = ResultStore.open(out_dir, spec.to_dict(), lock=True)
     try:
-        summary = run_sweep(cells, store, quiet=quiet, on_error=on_error, backend=runner)
+        cells = expand(spec, memo.shots_for(spec.resolution, spec.min_per_class, spec.finetune))
+        rerun = check_done_cells(
+            cells, store, memo.fingerprint, recompute_changed=recompute_changed, quiet=quiet
+        )
+        summary = run_sweep(
+            cells, store, quiet=quiet, on_error=on_error, backend=runner, rerun=rerun,
+            fingerprint=memo.fingerprint,
+        )  # fmt: skip
     except BaseException:
         store.close()
         raise
     return summary, store
 
 
+# the flags that set a sweep's grid (SweepSpec fields); with --config the file sets all of them
+_GRID_FLAGS = {
+    "datasets": "--datasets", "backbones": "--backbones", "shots": "--shots",
+    "classes": "--classes", "seeds": "--seeds", "variants": "--attacks", "epsilons": "--epsilons",
+    "dp_delta": "--dp-delta", "dp_clip": "--dp-clip", "dp_sampling_rate": "--dp-sampling-rate",
+    "dp_steps": "--dp-steps", "finetune": "--finetune", "hpo": "--hpo",
+    "shadow_models": "--shadow-models", "fpr": "--fpr", "resolution": "--resolution",
+    "min_per_class": "--min-per-class", "membership": "--membership", "l2": "--l2",
+    "standardize": "--standardize",
+}  # fmt: skip
+
+
+def _given_flags(ctx: typer.Context, params: dict[str, str]) -> list[str]:
+    """The flags of ``params`` ({parameter: flag}) given on the command line (not defaults)."""
+    # compared by name: typer may bring its own copy of click's ParameterSource enum
+    return [
+        flag
+        for name, flag in params.items()
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+        in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+    ]
+
+
+def _check_device(device: str) -> None:
+    """An unusable --device is an error before any work (never one failure per cell)."""
+    if device == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise MiascaleError(
+            f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N."
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MiascaleError(
+                f"--device {device} asks for CUDA, but torch sees no CUDA GPU on this machine "
+                f"(torch.cuda.is_available() is False). Use --device cpu."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise MiascaleError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s), numbered from 0."
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise MiascaleError(f"--device {device}: MPS is not available here. Use --device cpu.")
+
+
 @app.command()
 def sweep(
+    ctx: typer.Context,
     config: Annotated[
         Path | None, typer.Option("--config", help="A TOML file with the grid (see docs/sweep.md).")
     ] = None,
@@ -700,15 +803,32 @@ def sweep(
             "ray, 0 local).",
         ),
     ] = None,
+    recompute_changed: Annotated[
+        bool,
+        typer.Option(
+            "--recompute-changed",
+            help="Recompute done cells whose data changed since they ran (default: refuse).",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Run a grid of audits into a resumable, crash-safe result store (RUN_DIR/results.sqlite).
 
     Failed cells are recorded as failed and listed at the end (exit status 1); the other cells
-    complete. Rerunning the same command runs only the failed or missing cells.
+    complete. Rerunning the same command runs only the failed or missing cells. The grid comes
+    from --config FILE or from the grid flags, never both.
     """
     from miascale.experiments.grid import SweepSpec
 
+    if config is not None:
+        both = _given_flags(ctx, _GRID_FLAGS)
+        if both:
+            raise MiascaleError(
+                f"--config {config} sets the whole grid, so {', '.join(both)} cannot be given "
+                f"with it: put those settings in the file, or leave out --config (a config file "
+                f"and grid flags never both set the grid; see docs/sweep.md)."
+            )
+    _check_device(device)
     if config is not None:
         spec = SweepSpec.from_toml(config)
     else:
@@ -724,7 +844,7 @@ def sweep(
         )  # fmt: skip
     summary, store = run_sweep_command(
         spec, out_dir, device, backend=backend, address=address, max_retries=max_retries,
-        on_error="record",
+        on_error="record", recompute_changed=recompute_changed,
     )  # fmt: skip
     n_rows = len(store.rows())
     store.close()
@@ -735,7 +855,8 @@ def sweep(
         out.print(
             f"sweep: {summary.total} cells ({summary.skipped} already done, {summary.ran} run, "
             f"{summary.failed} failed) in {summary.seconds:.1f} s → {out_dir}/results.sqlite "
-            f"({n_rows} rows)"
+            f"({n_rows} rows)",
+            markup=False,
         )
     if summary.failures:  # the other cells are recorded; exit 1 (2 is for user errors)
         err.print(
@@ -918,7 +1039,7 @@ def fit(
                 f"{e.n_seeds} seed(s))",
                 highlight=False, markup=False,
             )  # fmt: skip
-    out.print(f"wrote {Path(run_dir) / 'fit.json'}")
+    out.print(f"wrote {Path(run_dir) / 'fit.json'}", markup=False)
 
 
 def _coefficients(coefficients: Path | None, beta_s, beta_0, beta_c, fpr: float, attack: str):
@@ -926,6 +1047,13 @@ def _coefficients(coefficients: Path | None, beta_s, beta_0, beta_c, fpr: float,
     from miascale.scaling import ScalingFit
 
     if coefficients is not None:
+        given = [f for f, v in (("--beta-s", beta_s), ("--beta-0", beta_0), ("--beta-c", beta_c))
+                 if v is not None]  # fmt: skip
+        if given:
+            raise MiascaleError(
+                f"Give the law one way: --coefficients {coefficients} or {', '.join(given)}, not "
+                f"both (the coefficients file already holds β_S, β_0 and β_C)."
+            )
         try:
             data = json.loads(Path(coefficients).read_text())
         except (OSError, ValueError) as exc:
@@ -1096,6 +1224,8 @@ def theory(
     from miascale.console import progress_bar
     from miascale.theory import TheoryConfig, run_theory
 
+    _check_seed(seed)
+    _check_out_dir(out_dir)
     pops = ("fresh", "pool") if population == "both" else (population,)
     config = TheoryConfig(
         dim=dim, sigma=sigma, classes=classes, shots=_csv(shots, int, "--shots") or (),
@@ -1128,7 +1258,7 @@ def theory(
         f"({result.seconds:.1f} s)"
     )
     if out_dir is not None:
-        out.print(f"wrote {Path(out_dir) / 'theory.json'} and theory.png")
+        out.print(f"wrote {Path(out_dir) / 'theory.json'} and theory.png", markup=False)
 
 
 @app.command()
@@ -1145,7 +1275,7 @@ def report(
     if json_:
         _emit_json({"report": str(path)})
     else:
-        out.print(f"wrote {path}")
+        out.print(f"wrote {path}", markup=False)
 
 
 def main() -> None:
@@ -1153,8 +1283,19 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except MiascaleError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(exc)
         sys.exit(2)
+
+
+def print_error(exc: BaseException | str) -> None:
+    """The one rendering of a user error: "error: " and the message as plain text on stderr.
+
+    The message is never parsed as rich markup, so a path holding ``[red]`` or ``[/]`` is printed
+    verbatim (and cannot crash the printing).
+    """
+    from rich.text import Text
+
+    err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ def _goal(p: Plan, num: Callable[[float], str]) -> str:
         what = f"advantage ≤ {num(p.target_advantage)} at FPR {num(p.fpr_level)}"
     else:
         dp = f"ε = {num(p.epsilon)}" + (f", δ = {num(p.delta)}" if p.delta else "")
-        game = "replace-one" if p.relation == "replace_one" else "add/remove"
-        dp += f" (add/remove ε, {game} game)"
+        dp += " (add/remove ε" + (", bound for the replace-one game)"
+                                  if p.relation == "replace_one" else ")")  # fmt: skip
         what = f"{dp} at FPR {num(p.fpr_level)} (advantage ≤ {num(p.target_advantage)})"
     return what + ("" if p.classes is None else f", C = {p.classes}")
 

@@ -2,7 +2,9 @@
 
 Cache key: sha256 of the dataset's content fingerprint, the backbone spec (name, resolution,
 preprocessing, version) and the cache format version. Files are ``.npz`` written atomically (temp
-file + rename), so a killed extraction never leaves a file that looks complete.
+file + rename), so a killed extraction never leaves a file that looks complete. A cache file is
+served only when its key, its row counts and labels match the dataset and its features match the
+sha256 stored with them; any other file is recomputed and replaced (with a note on stderr).
 """
 
 from __future__ import annotations
@@ -104,6 +106,40 @@ def extract(
     return out
 
 
+def features_sha256(x_train: np.ndarray, x_test: np.ndarray) -> str:
+    """sha256 over both feature arrays (dtype, shape and bytes), stored in each cache file."""
+    h = hashlib.sha256()
+    for x in (x_train, x_test):
+        h.update(f"{x.dtype.str}|{x.shape}|".encode())
+        h.update(np.ascontiguousarray(x).data)
+    return h.hexdigest()
+
+
+def _cache_problem(z: dict, dataset: Dataset, key: str) -> str | None:
+    """Why a cache file under ``key`` does not hold ``dataset``'s features (None: it does)."""
+    try:
+        if str(z["key"]) != key:
+            return "its key differs"
+        xtr, xte = z["x_train"], z["x_test"]
+        if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
+            return f"its feature arrays have shapes {xtr.shape} and {xte.shape}"
+        if len(xtr) != dataset.n_train or len(xte) != dataset.n_test:
+            return (
+                f"it holds {len(xtr)} + {len(xte)} rows for a dataset of {dataset.n_train} + "
+                f"{dataset.n_test} examples"
+            )
+        if not (
+            np.array_equal(z["y_train"], dataset.y_train)
+            and np.array_equal(z["y_test"], dataset.y_test)
+        ):
+            return "its labels differ from the dataset's"
+        if "x_sha256" in z and str(z["x_sha256"]) != features_sha256(xtr, xte):
+            return "its features do not match their recorded checksum"
+    except KeyError as e:
+        return f"it lacks the array {e}"
+    return None
+
+
 def _load_cached(path: Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -149,10 +185,19 @@ def features_for(
     path = cache_path(dataset, spec, key, root)
     if use_cache and path.is_file():
         z = _load_cached(path)
-        if z is not None and str(z["key"]) == key:
+        problem = None if z is None else _cache_problem(z, dataset, key)
+        if z is not None and problem is None:
             return FeatureSet(
                 **common, x_train=z["x_train"], x_test=z["x_test"], key=key, path=path,
                 from_cache=True, seconds=time.perf_counter() - t0,
+            )  # fmt: skip
+        if z is not None and not quiet:
+            from miascale.console import err
+
+            err.print(
+                f"feature cache {path} does not match {dataset.name} ({problem}); recomputing "
+                f"and replacing it.",
+                markup=False, highlight=False,
             )  # fmt: skip
     extractor = load_extractor(spec, device)
     xtr = extract(extractor, dataset.x_train, batch_size, f"{dataset.name} train", quiet)
@@ -164,6 +209,7 @@ def features_for(
                 np.savez(
                     fh, x_train=xtr, y_train=dataset.y_train, x_test=xte, y_test=dataset.y_test,
                     key=np.array(key), meta=np.array(meta),
+                    x_sha256=np.array(features_sha256(xtr, xte)),
                 )  # fmt: skip
     return FeatureSet(
         **common, x_train=xtr, x_test=xte, key=key, path=path if use_cache else None,

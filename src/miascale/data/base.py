@@ -161,6 +161,19 @@ def validate(ds: Dataset) -> Dataset:
             f"Dataset {ds.name!r} has a single class ({ds.class_names[present[0]]!r}) in its training "
             "split; membership audits of a classifier need at least two classes."
         )
+    absent = np.setdiff1d(np.unique(ds.y_test), present)
+    if len(absent):
+        from miascale.console import err
+
+        n_bad = int(np.isin(ds.y_test, absent).sum())
+        names = ", ".join(repr(ds.class_names[c]) for c in absent[:5])
+        err.print(
+            f"warning: dataset {ds.name!r}: {n_bad} of {len(ds.y_test)} test examples belong to "
+            f"{len(absent)} class(es) absent from the training split ({names}"
+            f"{', …' if len(absent) > 5 else ''}); no classifier trained on this data can predict "
+            f"them, so they count as errors in the test accuracy.",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
     if ds.modality == "features":
         for split, x in (("train", ds.x_train), ("test", ds.x_test)):
             x = np.asarray(x)

@@ -52,6 +52,11 @@ def load_npz(path: str) -> Dataset:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        if "pickle" in str(exc):  # numpy's words for "not an .npy/.npz file": no advice to follow
+            raise MiascaleError(
+                f"Cannot read {p}: it is not an .npz file (numpy.savez / savez_compressed "
+                f"output) holding plain numeric or string arrays."
+            ) from None
         raise MiascaleError(f"Cannot read {p}: {exc}. The file is truncated or corrupt.") from None
     for xk, yk in (("x", "y"), ("features", "labels")):
         if xk in arrays and yk in arrays:
@@ -64,6 +69,21 @@ def load_npz(path: str) -> Dataset:
     x_test, y_test = arrays.get(f"{xk}_test"), arrays.get(f"{yk}_test")
     if (x_test is None) != (y_test is None):
         raise MiascaleError(f"{p}: give both {xk}_test and {yk}_test, or neither.")
+    # inputs and labels pair up row by row: never drop extra rows or index past the end
+    for a, b in ((xk, yk), (f"{xk}_test", f"{yk}_test")):
+        if a not in arrays:
+            continue
+        xa, ya = arrays[a], arrays[b]
+        if xa.ndim == 0 or ya.ndim != 1:
+            raise MiascaleError(
+                f"{p}: `{b}` must be a 1-D array of labels and `{a}` an array of examples; got "
+                f"shapes {ya.shape} and {xa.shape}."
+            )
+        if len(xa) != len(ya):
+            raise MiascaleError(
+                f"{p}: `{a}` has {len(xa)} rows but `{b}` has {len(ya)} labels; every example "
+                f"needs exactly one label. Fix the file so that both have the same length."
+            )
     names = [str(s) for s in arrays["class_names"]] if "class_names" in arrays else None
     if x.dtype.kind in "US":
         modality = "text"
@@ -73,6 +93,15 @@ def load_npz(path: str) -> Dataset:
         modality = "features"
         x = x.astype(np.float32)
         x_test = None if x_test is None else x_test.astype(np.float32)
+        # NaN/inf rows are named by their row in the file (before any split)
+        for k, a in ((xk, x), (f"{xk}_test", x_test)):
+            if a is not None and not np.isfinite(a).all():
+                rows = np.unique(np.nonzero(~np.isfinite(a))[0])
+                raise MiascaleError(
+                    f"{p}: `{k}` holds NaN/inf values in {len(rows)} rows (first rows of the "
+                    f"file, from 0: {rows[:5].tolist()}). Clean or drop them before auditing; "
+                    "miascale never feeds NaN to a trainer."
+                )
     elif x.ndim in (3, 4) and x.dtype == np.uint8:
         modality = "image"
     else:
@@ -103,7 +132,7 @@ def _read_folder_tree(root: Path, kind: str, suffixes: set[str] | None, reader):
             if f.is_file() and (suffixes is None or f.suffix.lower() in suffixes)
         )
         if not files:
-            want = "image files" if suffixes is not None else ".txt files"
+            want = "image files" if kind == "images" else ".txt files"
             raise MiascaleError(f"Class folder {cls} is empty: it holds no {want}.")
         for f in files:
             xs.append(reader(f))

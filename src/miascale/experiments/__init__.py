@@ -1,7 +1,7 @@
 """Sweeps: grids of audit cells, a crash-safe SQLite result store, and a resumable runner."""
 
 from miascale.experiments.grid import Cell, SweepSpec, default_shots, expand
-from miascale.experiments.runner import SweepSummary, run_sweep
+from miascale.experiments.runner import SweepSummary, check_done_cells, run_sweep
 from miascale.experiments.store import ResultStore
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "ResultStore",
     "SweepSpec",
     "SweepSummary",
+    "check_done_cells",
     "default_shots",
     "expand",
     "run_sweep",

@@ -21,7 +21,7 @@ from miascale.audit import (
     variant_columns,
 )
 from miascale.backbones import resolve
-from miascale.backbones.cache import FeatureSet, features_for
+from miascale.backbones.cache import FeatureSet, cache_key, features_for
 from miascale.data import load_dataset
 from miascale.data.base import Dataset
 from miascale.errors import MiascaleError
@@ -48,6 +48,29 @@ class FeatureMemo:
         self.device = device
         self.quiet = quiet
         self._memo: dict[tuple, FeatureSet] = {}
+        # datasets loaded for their fingerprint, until their features are made (then dropped)
+        self._loaded: dict[tuple, Dataset] = {}
+        self._content: dict[tuple, str] = {}  # (dataset, min_per_class) → content fingerprint
+        self._fingerprints: dict[tuple, str] = {}
+
+    def _load(self, dataset: str, min_per_class) -> Dataset:
+        key = (dataset, min_per_class)
+        ds = self._loaded.pop(key, None) or load_dataset(dataset, min_per_class=min_per_class)
+        self._content[key] = ds.fingerprint
+        return ds
+
+    def fingerprint(self, cell: Cell) -> str:
+        """The fingerprint of the data a cell is computed on: the dataset's content fingerprint
+        and the backbone spec (name, resolution, preprocessing, version), as in the feature
+        cache key. It changes when the data under a dataset's name changes."""
+        key = (cell.dataset, cell.min_per_class, cell.backbone, cell.resolution)
+        if key not in self._fingerprints:
+            data = (cell.dataset, cell.min_per_class)
+            if data not in self._content:
+                self._loaded[data] = self._load(*data)  # kept for the features it will need
+            spec = resolve(cell.backbone, cell.resolution)
+            self._fingerprints[key] = cache_key(self._content[data], spec)
+        return self._fingerprints[key]
 
     def get(
         self, dataset: str, backbone: str, resolution, min_per_class, finetune: str = "head"
@@ -55,7 +78,7 @@ class FeatureMemo:
         """The cached features of (dataset, backbone), or for FiLM cells the raw dataset."""
         key = (dataset, backbone, resolution, min_per_class, finetune)
         if key not in self._memo:
-            ds = load_dataset(dataset, min_per_class=min_per_class)
+            ds = self._load(dataset, min_per_class)
             if finetune == "film":
                 self._memo[key] = ds
             else:
@@ -68,6 +91,7 @@ class FeatureMemo:
     ) -> None:
         """Drop a feature set from the memo (the Ray backend does when its cells are done)."""
         self._memo.pop((dataset, backbone, resolution, min_per_class, finetune), None)
+        self._loaded.pop((dataset, min_per_class), None)
 
     def shots_for(
         self, resolution, min_per_class, finetune: str = "head"

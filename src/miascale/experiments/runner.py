@@ -13,8 +13,9 @@ as Ray tasks on a cluster); either way this process alone writes the store.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,13 +23,113 @@ from pathlib import Path
 from rich.markup import escape
 
 from miascale.console import err, progress_bar
+from miascale.errors import MiascaleError
 from miascale.experiments.backends import Backend, LocalBackend, error_message, safe_relative
 from miascale.experiments.grid import Cell
 from miascale.experiments.store import ResultStore
 from miascale.paths import atomic_write_bytes
 
 RunCell = Callable[[Cell], tuple[list[dict], str | None]]
+Fingerprint = Callable[[Cell], str | None]
 ON_ERROR = ("raise", "record")
+ARTIFACT_FILE = "signals.npz"
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _artifact_sha256(run_dir: Path, artifacts: str | None) -> str | None:
+    if not artifacts:
+        return None
+    p = run_dir / artifacts / ARTIFACT_FILE
+    return file_sha256(p) if p.is_file() else None
+
+
+def check_done_cells(
+    cells: Iterable[Cell],
+    store: ResultStore,
+    fingerprint: Fingerprint | None = None,
+    *,
+    recompute_changed: bool = False,
+    artifact_file: str | None = ARTIFACT_FILE,
+    quiet: bool = False,
+) -> set[str]:
+    """Before resuming: which done cells of ``cells`` must be computed again.
+
+    - A done cell whose recorded artifacts folder lacks ``artifact_file`` (deleted, never
+      written), or whose file no longer matches its recorded sha256 (corrupt, replaced), is
+      recomputed; this is said on stderr.
+    - A done cell whose recorded data ``fingerprint`` differs from ``fingerprint(cell)`` now (the
+      dataset or the features changed under the same name) is an error naming the changed data,
+      unless ``recompute_changed``: then those cells are recomputed. Cells recorded without a
+      fingerprint (by an older miascale) are reused unchecked, and a note says so.
+
+    Returns the ids of the done cells to recompute (give them to :func:`run_sweep` as ``rerun``).
+    """
+    done = store.done_records()
+    run_dir = Path(store.path).parent
+    mine = {c.cell_id: c for c in cells if c.cell_id in done}
+    missing, corrupt = [], []
+    for cid in mine:
+        rel = done[cid]["artifacts"]
+        if artifact_file is None or not rel:
+            continue
+        p = run_dir / rel / artifact_file
+        if not p.is_file():
+            missing.append(cid)
+        elif done[cid]["artifact_sha256"] and file_sha256(p) != done[cid]["artifact_sha256"]:
+            corrupt.append(cid)
+    rerun = {*missing, *corrupt}
+    for ids, what in ((missing, "lack their artifacts"), (corrupt, "have corrupt artifacts")):
+        if ids and not quiet:
+            err.print(
+                f"{len(ids)} done cell(s) {what} ({artifact_file}); recomputing them: "
+                + ", ".join(mine[cid].label for cid in ids[:5]) + (" …" if len(ids) > 5 else ""),
+                markup=False, highlight=False,
+            )  # fmt: skip
+    if fingerprint is None:
+        return rerun
+    unknown = 0
+    changed: dict[str, list[str]] = {}  # "dataset × backbone" → cell ids
+    for cid, c in mine.items():
+        old = done[cid]["fingerprint"]
+        if old is None:
+            unknown += 1
+            continue
+        new = fingerprint(c)
+        if new is not None and new != old:
+            changed.setdefault(f"{c.dataset} (backbone {c.backbone})", []).append(cid)
+    if unknown and not quiet:
+        err.print(
+            f"note: {unknown} done cell(s) were recorded without a data fingerprint (an older "
+            f"miascale); they are reused without checking that their data is unchanged.",
+            markup=False, highlight=False,
+        )  # fmt: skip
+    if changed:
+        n = sum(len(v) for v in changed.values())
+        what = "; ".join(f"{k}: {len(v)} cell(s)" for k, v in changed.items())
+        if not recompute_changed:
+            raise MiascaleError(
+                f"The data changed since {n} done cell(s) of {run_dir} were computed ({what}): "
+                f"their recorded fingerprint differs from the data's now. A run never mixes two "
+                f"versions of a dataset: restore the data, give this sweep another --out, or "
+                f"rerun with --recompute-changed to recompute those cells on the data as it is now."
+            )
+        if not quiet:
+            err.print(
+                f"the data changed since {n} done cell(s) were computed ({what}); recomputing "
+                f"them (--recompute-changed).",
+                markup=False, highlight=False,
+            )  # fmt: skip
+        for v in changed.values():
+            rerun.update(v)
+    return rerun
 
 
 @dataclass(frozen=True)
@@ -61,6 +162,8 @@ def run_sweep(
     quiet: bool = False,
     on_error: str = "raise",
     backend: Backend | None = None,
+    rerun: Collection[str] = (),
+    fingerprint: Fingerprint | None = None,
 ) -> SweepSummary:
     """Run every cell not yet done in ``store``, recording each as soon as it finishes.
 
@@ -74,6 +177,9 @@ def run_sweep(
     recorded so far stay recorded; a rerun resumes after them). ``on_error="record"`` records the
     failure (status ``failed``, with the error message; retried on the next run) and goes on.
     A progress bar with ETA on stderr names the current cell unless ``quiet``.
+
+    ``rerun`` names done cells to compute again (see :func:`check_done_cells`); ``fingerprint``
+    gives the data fingerprint recorded with each finished cell.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -85,7 +191,7 @@ def run_sweep(
     unique: dict[str, Cell] = {}
     for c in cells:
         unique.setdefault(c.cell_id, c)
-    done = store.done_cells()
+    done = store.done_cells() - set(rerun)
     todo = [c for cid, c in unique.items() if cid not in done]
     skipped = len(unique) - len(todo)
     ran = 0
@@ -110,7 +216,12 @@ def run_sweep(
                     try:
                         for rel, data in o.files.items():
                             atomic_write_bytes(run_dir / safe_relative(rel), data)
-                        store.record_cell(o.cell, o.rows, o.seconds, o.artifacts)
+                        fp = None if fingerprint is None else fingerprint(o.cell)
+                        sha = _artifact_sha256(run_dir, o.artifacts)
+                        store.record_cell(
+                            o.cell, o.rows, o.seconds, o.artifacts, fingerprint=fp,
+                            artifact_sha256=sha,
+                        )  # fmt: skip
                     except Exception as e:
                         if on_error == "raise":
                             raise

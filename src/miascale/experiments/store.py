@@ -6,15 +6,17 @@ from exactly the cells that are done. The database runs in WAL journal mode with
 ``synchronous=FULL``: a committed cell survives power loss, and readers (``sqlite3``, pandas,
 DuckDB, …) can query the file while a sweep is writing to it.
 
-Concurrency: one writer at a time (the sweep process). A second writer waits for the first one's
-transaction (busy timeout) rather than corrupting anything, but two sweeps on the same run
-directory would each run every remaining cell; do not do that. Any number of readers is fine.
+Concurrency: one writer at a time. ``ResultStore.open(..., lock=True)`` (what ``miascale sweep``
+does) takes an exclusive lock on ``RUN_DIR/.lock``, so a second sweep into the same run directory
+stops with a clear message instead of running every remaining cell again. Any number of readers is
+fine; :meth:`ResultStore.load` opens the database read-only (``fit`` and ``report`` never write it).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,8 +27,17 @@ from typing import Any
 from miascale.errors import MiascaleError
 from miascale.experiments.grid import Cell
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: no run-directory lock
+    fcntl = None  # type: ignore[assignment]
+
 SCHEMA_VERSION = 1
 DB_NAME = "results.sqlite"
+LOCK_NAME = ".lock"
+# columns of `cells` added after schema version 1 was released: added to older stores on open,
+# NULL (unknown) in their old rows
+ADDED_CELL_COLUMNS = ("fingerprint", "artifact_sha256")
 
 # Columns filled from the cell itself.
 CELL_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -75,7 +86,9 @@ CREATE TABLE IF NOT EXISTS cells (
     seconds REAL,
     finished_at TEXT,
     artifacts TEXT,
-    error TEXT
+    error TEXT,
+    fingerprint TEXT,
+    artifact_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id),
@@ -131,19 +144,76 @@ def _diff_keys(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k, object()) != b.get(k, object()))
 
 
+class RunDirLock:
+    """An exclusive, non-blocking ``flock`` on ``RUN_DIR/.lock``, held by the one writing sweep.
+
+    The operating system releases it when the process ends, however it ends (``kill -9``
+    included), so a stale lock file never blocks a later sweep.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> RunDirLock:
+        if fcntl is None:
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise MiascaleError(
+                f"Cannot create the lock file {self.path}: {e}. Choose a writable --out."
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            except OSError:
+                holder = ""
+            os.close(fd)
+            who = f" (process {holder})" if holder.isdigit() else ""
+            raise MiascaleError(
+                f"another sweep is writing to {self.path.parent}{who}. Wait for it to finish, "
+                f"or give this sweep another --out; a run directory has one writer at a time."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> RunDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class ResultStore:
     """Sweep results in ``RUN_DIR/results.sqlite``; open with :meth:`ResultStore.open`."""
 
-    def __init__(self, con: sqlite3.Connection, path: Path):
+    def __init__(self, con: sqlite3.Connection, path: Path, *, read_only: bool = False):
         self._con = con
         self.path = path
+        self.read_only = read_only
+        self._lock: RunDirLock | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, run_dir: str | Path, spec_dict: dict) -> ResultStore:
+    def open(cls, run_dir: str | Path, spec_dict: dict, *, lock: bool = False) -> ResultStore:
         """Create the store in ``run_dir``, or reopen it if it was made for the same sweep spec.
 
-        A store made for a different spec is an error: results of two sweeps never mix.
+        A store made for a different spec is an error: results of two sweeps never mix. With
+        ``lock``, the run directory is locked exclusively (``RUN_DIR/.lock``) until :meth:`close`;
+        a second locker gets a :class:`MiascaleError` at once ("another sweep is writing to …").
         """
         run_dir = Path(run_dir)
         try:
@@ -154,39 +224,79 @@ class ResultStore:
             ) from None
         path = run_dir / DB_NAME
         spec_json = _canonical(_plain(spec_dict))
+        held = RunDirLock(run_dir).acquire() if lock else None
         try:
             con = sqlite3.connect(path, isolation_level=None, timeout=60.0)
         except sqlite3.Error as e:
+            if held is not None:
+                held.release()
             raise MiascaleError(f"Cannot open the result store {path}: {e}.") from None
         store = cls(con, path)
+        store._lock = held
         try:
             store._init(spec_json, run_dir)
         except BaseException:
-            con.close()
+            store.close()
             raise
         return store
 
     @classmethod
     def load(cls, run_dir: str | Path) -> ResultStore:
-        """Open the existing store in ``run_dir`` for the sweep it was made for (e.g. to report)."""
+        """Open the existing store in ``run_dir`` read-only (to fit, to report).
+
+        The database is opened with ``mode=ro`` (so a read-only ``results.sqlite`` or run
+        directory is fine); nothing is created, migrated or written.
+        """
         path = Path(run_dir) / DB_NAME
         if not path.is_file():
             raise MiascaleError(
                 f"No sweep results in {run_dir} ({DB_NAME} is missing). Give the --out directory "
                 f"of a `miascale sweep` run."
             )
-        try:
-            con = sqlite3.connect(path, timeout=60.0)
+        uri = path.resolve().as_uri()
+        problem: Exception | None = None
+        # immutable=1 is the fallback for a read-only folder without the WAL side files, where
+        # SQLite cannot open a WAL database with mode=ro alone (no writer can exist there anyway)
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
             try:
-                (spec_json,) = con.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()
-            finally:
+                con = sqlite3.connect(uri + query, uri=True, timeout=60.0)
+            except sqlite3.Error as e:
+                problem = e
+                continue
+            try:
+                meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+                con.execute("SELECT count(*) FROM cells").fetchone()
+                con.execute("SELECT count(*) FROM results").fetchone()
+            except sqlite3.Error as e:
                 con.close()
-        except (sqlite3.Error, TypeError) as e:
+                problem = e
+                continue
+            break
+        else:
             raise MiascaleError(
-                f"{path} is not a usable miascale result store ({e}). Give the --out directory "
-                f"of a `miascale sweep` run."
-            ) from None
-        return cls.open(run_dir, json.loads(spec_json))
+                f"{path} is not a usable miascale result store ({problem}). Give the --out "
+                f"directory of a `miascale sweep` run."
+            )
+        store = cls(con, path, read_only=True)
+        try:
+            if "spec" not in meta:
+                raise MiascaleError(
+                    f"{path} is not a usable miascale result store (it records no sweep spec). "
+                    f"Give the --out directory of a `miascale sweep` run."
+                )
+            store._check_version(meta)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _check_version(self, meta: dict) -> None:
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            raise MiascaleError(
+                f"The result store {self.path} has schema version {meta.get('schema_version')!r}; "
+                f"this miascale reads version {SCHEMA_VERSION}. Use the miascale version that wrote "
+                f"it, or choose another --out."
+            )
 
     def _init(self, spec_json: str, run_dir: Path) -> None:
         con = self._con
@@ -198,6 +308,11 @@ class ResultStore:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         con.execute(stmt)
+                # stores written before fingerprints were recorded: add the column (NULL = unknown)
+                columns = {r[1] for r in con.execute("PRAGMA table_info(cells)")}
+                for name in ADDED_CELL_COLUMNS:
+                    if name not in columns:
+                        con.execute(f"ALTER TABLE cells ADD COLUMN {name} TEXT")
                 now = datetime.now(UTC).isoformat(timespec="seconds")
                 con.executemany(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
@@ -213,12 +328,7 @@ class ResultStore:
                 f"{self.path} is not a usable miascale result store ({e}). Move it away or choose "
                 f"another --out."
             ) from None
-        if meta.get("schema_version") != str(SCHEMA_VERSION):
-            raise MiascaleError(
-                f"The result store {self.path} has schema version {meta.get('schema_version')!r}; "
-                f"this miascale reads version {SCHEMA_VERSION}. Use the miascale version that wrote "
-                f"it, or choose another --out."
-            )
+        self._check_version(meta)
         stored = json.loads(meta["spec"])
         given = json.loads(spec_json)
         if stored != given:
@@ -252,6 +362,19 @@ class ResultStore:
         """Ids of the cells recorded with status ``done``."""
         cur = self._con.execute("SELECT cell_id FROM cells WHERE status = 'done'")
         return {r[0] for r in cur}
+
+    def done_records(self) -> dict[str, dict]:
+        """Per done cell id: its recorded ``artifacts`` path, data ``fingerprint`` and
+        ``artifact_sha256`` (None when unknown: cells recorded by an older miascale)."""
+        columns = {r[1] for r in self._con.execute("PRAGMA table_info(cells)")}
+        extra = ", ".join(n if n in columns else "NULL" for n in ADDED_CELL_COLUMNS)
+        cur = self._con.execute(
+            f"SELECT cell_id, artifacts, {extra} FROM cells WHERE status = 'done'"
+        )
+        return {
+            r[0]: {"artifacts": r[1], **dict(zip(ADDED_CELL_COLUMNS, r[2:], strict=True))}
+            for r in cur
+        }
 
     def cells(self) -> list[dict]:
         """Every recorded cell (done or failed) as a dict; ``config`` parsed from JSON."""
@@ -317,6 +440,8 @@ class ResultStore:
         *,
         status: str = "done",
         error: str | None = None,
+        fingerprint: str | None = None,
+        artifact_sha256: str | None = None,
     ) -> None:
         """Record a finished cell and all its result rows in one transaction.
 
@@ -325,6 +450,8 @@ class ResultStore:
         NULL and any further keys are kept in the row's ``extra`` JSON. Recording a cell again
         replaces its earlier record (a failed attempt, say). ``status="failed"`` with an ``error``
         message records a failure; such cells are not in :meth:`done_cells` and are rerun on resume.
+        ``fingerprint`` identifies the data the cell was computed on and ``artifact_sha256`` its
+        main artifact file (both checked on resume).
         """
         if status not in ("done", "failed"):
             raise ValueError(f"status must be 'done' or 'failed', got {status!r}")
@@ -345,8 +472,8 @@ class ResultStore:
             self._con.execute("DELETE FROM results WHERE cell_id = ?", (cid,))
             self._con.execute(
                 "INSERT OR REPLACE INTO cells "
-                "(cell_id, config, status, seconds, finished_at, artifacts, error) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "(cell_id, config, status, seconds, finished_at, artifacts, error, fingerprint, "
+                "artifact_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     cid,
                     _canonical(cell.to_dict()),
@@ -355,6 +482,8 @@ class ResultStore:
                     finished,
                     artifacts,
                     error,
+                    fingerprint,
+                    artifact_sha256,
                 ),
             )
             for i, row in enumerate(rows):
@@ -394,7 +523,12 @@ class ResultStore:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        self._con.close()
+        try:
+            self._con.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def __enter__(self) -> ResultStore:
         return self

@@ -329,7 +329,8 @@ def _level_fit(fit: ScalingFit | None, level: tuple[str, str, float]) -> LevelFi
 def _fit_line(lf: LevelFit | None, shots: np.ndarray, classes: int | None) -> tuple:
     if lf is None or not lf.ok or shots.size == 0:
         return np.empty(0), np.empty(0)
-    xs = np.logspace(math.log10(shots.min()), math.log10(shots.max()), 60)
+    lo, hi = lf.shots_range or (shots.min(), shots.max())  # only over the fitted (admitted) S
+    xs = np.logspace(math.log10(lo), math.log10(hi), 60)
     try:
         ys = np.array([predict(lf, float(s), classes).advantage for s in xs])
     except MiascaleError:  # the law has a classes term but C is unknown
@@ -362,7 +363,7 @@ def _section_advantage(run: RunData) -> str:
             for s in sorted(by_s):
                 rs = by_s[s]
                 advs = [a for a in (_advantage(r) for r in rs) if a is not None]
-                med.append(float(np.median(advs)) if advs else math.nan)
+                med.append(float(np.mean(advs)) if advs else math.nan)
                 lows = [r["ci_low"] for r in rs if r.get("ci_low") is not None]
                 highs = [r["ci_high"] for r in rs if r.get("ci_high") is not None]
                 lo.append(min(lows) - fpr if lows else math.nan)
@@ -399,12 +400,14 @@ def _section_advantage(run: RunData) -> str:
     out.append(
         '<p class="caption">'
         + _e(
-            "Log-log axes. Points: median over seeds of the advantage TPR − FPR at each FPR level; "
-            "error bars: from the smallest Clopper–Pearson lower bound to the largest upper bound "
-            f"over seeds, minus the FPR. Lower ends ≤ 0 are clipped to {floor_txt} for the log "
-            "axis. Hollow circles: cells excluded from the fit (see the fit table); hollow "
-            "triangles at the bottom: median advantage ≤ 0, which a log axis cannot show. Lines: "
-            "the fitted law 10^(β_0 + β_S log10 S [+ β_C log10 C]) of each level."
+            "Log-log axes. Points: mean over seeds of the advantage TPR − FPR at each FPR level "
+            "(what the fit uses); error bars: from the smallest lower end to the largest upper end "
+            "of the seeds' 95% intervals (bootstrap over pool examples), minus the FPR. Lower ends "
+            f"≤ 0 are clipped to {floor_txt} for the log axis. Hollow circles: cells excluded from "
+            "the fit (too few false positives, indistinguishable from chance or at the ceiling; "
+            "see the fit table); hollow triangles at the bottom: mean advantage ≤ 0, which a log "
+            "axis cannot show. Lines: the fitted law 10^(β_0 + β_S log10 S [+ β_C log10 C]) of "
+            "each level, drawn over the S range it was fitted on."
         )
         + "</p>"
     )
