@@ -171,6 +171,25 @@ def test_fit_and_report_open_the_store_read_only(tmp_path):
         (run / DB_NAME).chmod(0o644)
 
 
+def test_fit_in_a_read_only_run_directory_prints_and_warns(tmp_path, monkeypatch):
+    import miascale.cli as cli
+
+    data, run = _write_features(tmp_path / "f.npz"), tmp_path / "run"
+    invoke(*_sweep_args(data, run))
+    written = json.loads(invoke("fit", run, "--json").stdout)
+    (run / "fit.json").unlink()
+
+    def read_only(path, obj):  # what a read-only folder does (tests may run as root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cli, "_write_json", read_only)
+    r = invoke("fit", run, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == written
+    assert "cannot write" in r.stderr and not (run / "fit.json").exists()
+    r = invoke("fit", run)
+    assert r.exit_code == 0 and "wrote" not in r.stdout
+
+
 # ----------------------------------------------------------------------------- 4. inputs
 
 
@@ -257,6 +276,9 @@ def _cases(d):
         (["features", "--dataset", f"npz:{d}/[red]x[/red]/a[/]b.npz"],
          f"{d}/[red]x[/red]/a[/]b.npz does not exist"),
         ([*audit, "--fpr", "nan"], "got [nan]"),
+        ([*_sweep_args(d / "ok.npz", d / "a_file")[:-1]], "Cannot create the run directory"),
+        (["theory", "--seed", "-1"], "--seed must be a non-negative integer"),
+        (["theory", "--out", d / "a_file"], "is a file, not a folder"),
     ]  # fmt: skip
     import torch
 
@@ -380,7 +402,7 @@ def test_kill_9_at_random_points_then_resume_equals_uninterrupted(tmp_path):
         con.close()
     assert kills >= 10
     final = _start(script, killed, 0.0, tmp_path / "killed.log")  # the lock was released by kill
-    out, err = final.communicate(timeout=120)
+    _, err = final.communicate(timeout=120)
     assert final.returncode == 0, err
     assert _snapshot(killed) == _snapshot(ref)
 
@@ -451,7 +473,7 @@ def test_data_messages_name_the_right_things(tmp_path):
     with pytest.raises(MiascaleError, match=r"NaN/inf values in 2 rows .*\[7, 33\]"):
         load_dataset(f"npz:{tmp_path / 'nan.npz'}")  # rows of the file, not of a split
     (tmp_path / "text.npz").write_text("not numpy at all\n" * 10)
-    with pytest.raises(MiascaleError, match="not an .npz file") as e:
+    with pytest.raises(MiascaleError, match=r"not an \.npz file") as e:
         load_dataset(f"npz:{tmp_path / 'text.npz'}")
     assert "allow_pickle" not in str(e.value)
     for c in ("a", "b"):

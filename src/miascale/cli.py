@@ -165,6 +165,8 @@ def features(
     json_: JsonOpt = False,
 ) -> None:
     """Extract features for a dataset and backbone, and cache them (a repeated call is served from cache)."""
+    _check_device(device)
+    _check_out_dir(out_dir)
     fs = _features(dataset, backbone, resolution, min_per_class, batch_size, device)
     summary = fs.summary()
     if out_dir is not None:
@@ -175,7 +177,8 @@ def features(
         src = "cache" if fs.from_cache else "extracted"
         out.print(
             f"{fs.dataset} × {fs.backbone.name}: train {fs.x_train.shape}, test {fs.x_test.shape} "
-            f"({src} in {fs.seconds:.1f} s) → {fs.path}"
+            f"({src} in {fs.seconds:.1f} s) → {fs.path}",
+            markup=False,
         )
 
 
@@ -431,15 +434,17 @@ def audit(
     json_: JsonOpt = False,
 ) -> None:
     """Audit one setting: K = M + 1 heads trained at once, LiRA, TPR at fixed FPR with 95% CIs."""
+    import numpy as np
+
     from miascale.audit import AuditConfig, audit_features, write_audit
     from miascale.membership import DESIGNS
+    from miascale.metrics import fp_budget
     from miascale.training.heads import HeadConfig
 
-    # checks before computing: seed, FPR levels, device, output folder
+    # checks before computing: seed, FPR levels, device here; the output folder after the options
     _check_seed(seed)
     _parse_fpr(fpr)
     _check_device(device)
-    _check_out_dir(out_dir)
     if membership not in DESIGNS:
         raise MiascaleError(
             f"Unknown --membership {membership!r}; choose one of {', '.join(DESIGNS)}."
@@ -480,6 +485,7 @@ def audit(
         rmia_gamma=gamma, rmia_a=rmia_a, population=population, hpo_trials=hpo or 0, dp=dp,
         finetune=finetune, film=film,
     ).validate()  # fmt: skip
+    _check_out_dir(out_dir)  # created and write-tested before any data is loaded
     if finetune == "film":
         from miascale.audit import audit_film
         from miascale.data import load_dataset
@@ -520,16 +526,16 @@ def audit(
     t = Table(title=f"{provenance['dataset']} × {name}, S={shots}, K={config.n_models}")
     boot = result.metrics[0].ci_method == "bootstrap"
     ci_col = f"95% CI ({'bootstrap' if boot else 'CP, indep.'})"
-    for col in ("attack", "FPR", "TPR", ci_col, *(("CP (indep.)",) if boot else ()), "advantage",
-                "negatives", "resolvable", "AUC"):  # fmt: skip
-        t.add_column(col, justify="right")
+    for col in ("attack", "FPR", "TPR", ci_col, *(("CP (indep.)",) if boot else ()), "adv.",
+                "FP allowed"):  # fmt: skip
+        t.add_column(col, justify="right", overflow="fold")
     for o in result.outcomes:
         for m in o.metrics:
-            cp = (f"[{m.cp_low:.4f}, {m.cp_high:.4f}]",) if boot else ()
+            cp = (f"[{m.cp_low:.3f}, {m.cp_high:.3f}]",) if boot else ()
+            budget = int(fp_budget(np.asarray(m.fpr_level), m.n_neg))
             t.add_row(
-                o.variant, f"{m.fpr_level:g}", f"{m.tpr:.4f}", f"[{m.ci_low:.4f}, {m.ci_high:.4f}]",
-                *cp, f"{m.advantage:+.4f}", str(m.n_neg), "yes" if m.resolvable else "no",
-                f"{o.auc:.4f}",
+                o.variant, f"{m.fpr_level:g}", f"{m.tpr:.3f}", f"[{m.ci_low:.3f}, {m.ci_high:.3f}]",
+                *cp, f"{m.advantage:+.3f}", f"{budget}" + ("" if budget >= 10 else " (< 10)"),
             )  # fmt: skip
     out.print(t)
     acc = result.test_accuracy
@@ -873,8 +879,16 @@ def fit_run(
     keep_saturated=False,
     min_false_positives: int | None = None,
     ceiling_margin: float | None = None,
+    *,
+    best_effort: bool = False,
+    with_doc: bool = False,
 ):
-    """Fit the power law to a run directory's rows and write fit.json; returns the ScalingFit."""
+    """Fit the power law to a run directory's rows and write fit.json; returns the ScalingFit.
+
+    The store is only read. With ``best_effort``, a run directory where fit.json cannot be
+    written (read-only) gets a warning instead of an error; ``with_doc`` also returns the fit.json
+    document and whether it was saved.
+    """
     from miascale.audit import dp_variant
     from miascale.experiments.store import ResultStore
     from miascale.scaling import fit_power_law, tail_rows
@@ -907,7 +921,22 @@ def fit_run(
     ):  # the per-example tail: a law per quantile and for the maximum, naive and cross-fitted
         tail_fit = fit_power_law(tails, **rules)
         doc["tail"] = tail_fit.to_dict()
-    _write_json(Path(run_dir) / "fit.json", doc)
+    saved = True
+    try:
+        _write_json(Path(run_dir) / "fit.json", doc)
+    except OSError as e:
+        if not best_effort:
+            raise MiascaleError(
+                f"Cannot write {Path(run_dir) / 'fit.json'}: {e.strerror or e}."
+            ) from None
+        saved = False
+        err.print(
+            f"warning: cannot write {Path(run_dir) / 'fit.json'} ({e.strerror or e}); the run "
+            f"directory is read-only, so the fit is printed but not saved.",
+            markup=False, highlight=False,
+        )  # fmt: skip
+    if with_doc:
+        return fit, tail_fit, doc, saved
     return fit, tail_fit
 
 
@@ -1019,11 +1048,12 @@ def fit(
     distinguishable from chance and their TPR is clear of the ceiling (docs/sweep.md); the fit is
     weighted by the cells' bootstrap standard errors. Excluded cells are listed with the reason.
     """
-    result, tail = fit_run(
-        run_dir, keep_unresolvable, keep_saturated, min_false_positives, ceiling_margin
-    )
+    result, tail, doc, saved = fit_run(
+        run_dir, keep_unresolvable, keep_saturated, min_false_positives, ceiling_margin,
+        best_effort=True, with_doc=True,
+    )  # fmt: skip
     if json_:
-        _emit_json(json.loads((Path(run_dir) / "fit.json").read_text()))
+        _emit_json(doc)
         return
     out.print(_fit_table(result))
     if tail is not None:
@@ -1039,7 +1069,8 @@ def fit(
                 f"{e.n_seeds} seed(s))",
                 highlight=False, markup=False,
             )  # fmt: skip
-    out.print(f"wrote {Path(run_dir) / 'fit.json'}", markup=False)
+    if saved:
+        out.print(f"wrote {Path(run_dir) / 'fit.json'}", markup=False)
 
 
 def _coefficients(coefficients: Path | None, beta_s, beta_0, beta_c, fpr: float, attack: str):

@@ -36,8 +36,9 @@ def default_shots(max_feasible: int) -> tuple[int, ...]:
     if isinstance(max_feasible, bool) or not isinstance(max_feasible, int) or max_feasible < 1:
         raise MiascaleError(
             f"No shots value is feasible (the largest feasible S is {max_feasible!r}): every class "
-            f"needs at least 2 examples (2·S per class are drawn). Use a dataset or class subset "
-            f"with more examples per class, or lower --min-per-class."
+            f"needs at least 2 examples in its training split (2·S per class are drawn). Use a "
+            f"dataset or class subset with more examples per class, or raise --min-per-class "
+            f"(e.g. to 4) to drop the classes with too few examples."
         )
     top = min(max_feasible, MAX_DEFAULT_SHOTS)
     out = []
