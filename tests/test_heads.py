@@ -263,3 +263,18 @@ def test_fallback_to_plain_lbfgs_reaches_same_optimum(pool, exact_heads, monkeyp
     assert seen == list(range(1, mixed.n_iter + 1))  # iterations numbered across both phases
     assert _rel(mixed.weights, exact_heads.weights) < 1e-4
     assert _rel(mixed.bias, exact_heads.bias) < 1e-4
+
+
+def test_pool_recipe_is_scale_invariant_and_raw_scale_is_checked(pool) -> None:
+    x, y, mask = pool
+    cfg = HeadConfig(l2=1e-2, tol=1e-9, max_iter=5000)
+    base = train_heads(x, y, mask, C, cfg)
+    for factor in (1e-3, 1e12):  # pool standardisation: same predictions at any feature scale
+        # (above the absolute STD_FLOOR of 1e-6 feature units)
+        scaled = train_heads(x.astype(np.float64) * factor, y, mask, C, cfg)
+        p0 = _softmax(head_logits(base, x))
+        p1 = _softmax(head_logits(scaled, x.astype(np.float64) * factor))
+        assert np.abs(p0 - p1).max() < 1e-5
+    raw = HeadConfig(l2=1e-2, standardize="none")
+    with pytest.raises(MiascaleError, match="standardize='pool'"):
+        train_heads(x.astype(np.float64) * 1e12, y, mask, C, raw)

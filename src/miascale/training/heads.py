@@ -289,6 +289,25 @@ def check_in_mask(in_mask: object, n: int) -> np.ndarray:
     return mask
 
 
+RAW_SCALE_RANGE = (1e-6, 1e6)
+"""With ``standardize="none"`` the per-feature std of the pool must lie in this range (the
+objective's l2 and tolerance are in feature units; outside it the optimum is not scale-free)."""
+
+
+def _check_raw_scale(x: np.ndarray) -> None:
+    sd = x.std(axis=0)
+    live = sd[sd > 0]
+    lo, hi = RAW_SCALE_RANGE
+    if live.size and (live.max() > hi or live.min() < lo):
+        raise MiascaleError(
+            f"With standardize='none' the heads train on raw features, whose scale then sets the "
+            f"strength of the l2 penalty and the convergence tolerance; these features have "
+            f"per-feature standard deviations from {live.min():.3g} to {live.max():.3g}, outside "
+            f"the supported range [{lo:g}, {hi:g}]. Use standardize='pool' (the default, "
+            f"scale-invariant) or rescale the features."
+        )
+
+
 def _check_n_classes(n_classes: object) -> int:
     if not isinstance(n_classes, int | np.integer) or isinstance(n_classes, bool) or n_classes < 2:
         raise MiascaleError(f"n_classes must be an integer >= 2, got {n_classes!r}.")
@@ -744,6 +763,8 @@ def train_heads(
     config = _check_config(config)
     n_classes = _check_n_classes(n_classes)
     x = _check_features(features)
+    if config.standardize == "none":
+        _check_raw_scale(x)
     n = x.shape[0]
     y = _check_labels(labels, n, n_classes)
     mask = check_in_mask(in_mask, n)
