@@ -11,12 +11,12 @@ TORCH  := torch==2.13.0
 DEB_PACKAGES := dataset-fashion-mnist wordnet-base
 PYTEST_ARGS ?=
 
-.PHONY: demo test install data lint bench docs clean
+.PHONY: demo test install data browser lint bench docs clean
 
 demo: install data
 	$(BIN)/miascale demo
 
-test: install data
+test: install data browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
@@ -41,6 +41,19 @@ data:
 	  else \
 	    echo "missing Debian packages:$$missing (run 'sudo apt-get install$$missing'," \
 	         "or see 'miascale data list' for other ways to get the data)" >&2; \
+	  fi; \
+	fi
+
+# Debian's chromium for the report's browser test (tests/test_report_browser.py; skipped without it
+# outside CI, a failure in CI).
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian package: chromium"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing (run 'sudo apt-get install chromium'); the report's browser" \
+	         "test is skipped" >&2; \
 	  fi; \
 	fi
 

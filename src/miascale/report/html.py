@@ -30,6 +30,7 @@ from miascale.errors import MiascaleError
 from miascale.paths import atomic_write_bytes
 from miascale.planning import dp_max_advantage, format_shots, plan_sentence
 from miascale.report import plots
+from miascale.report.headline import headline
 from miascale.scaling import LevelFit, ScalingFit, fit_power_law, plan, predict
 
 REPORT_NAME = "report.html"
@@ -267,6 +268,20 @@ def load_run(run_dir: str | Path) -> RunData:
 # ----------------------------------------------------------------------------- sections
 
 
+def _one_line(run: RunData) -> str:
+    """The run in one sentence (the headline's first line)."""
+    rows = run.rows
+    shots = sorted({r["shots"] for r in rows})
+    done = sum(c.get("status") == "done" for c in run.cells)
+    return (
+        f"{done} cells: {_fmt_list(sorted({r['dataset'] for r in rows}))} × "
+        f"{_fmt_list(sorted({r['backbone'] for r in rows}))}, S = {shots[0]}…{shots[-1]}, "
+        f"C = {_fmt_list(_fmt_c(c) for c in sorted({r['classes'] for r in rows}, key=_ckey))}, "
+        f"{len({r['seed'] for r in rows})} seed(s), M = {run.spec.get('shadow_models', DASH)} "
+        f"shadow models. Scaling fit: {run.fit_source}."
+    )
+
+
 def _section_summary(run: RunData) -> str:
     rows = run.rows
     spec = run.spec
@@ -290,7 +305,7 @@ def _section_summary(run: RunData) -> str:
         ("Sweep started", str(run.meta.get("created_at", DASH))),
         ("Scaling fit", run.fit_source),
     ]
-    out = ['<h2 id="summary">Run summary</h2>', "<table>"]
+    out = ['<h2 id="summary">Appendix: run details</h2>', "<table>"]
     out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items]
     out.append("</table>")
     if failed:
@@ -1198,9 +1213,13 @@ def render_report(run: RunData) -> str:
     datasets = ", ".join(sorted({r["dataset"] for r in run.rows}))
     title = f"miascale sweep report: {datasets}"
     now = datetime.now(UTC).isoformat(timespec="seconds")
+    advantage = _section_advantage(run)
+    start = advantage.find("<figure")
+    first_fig = advantage[start : advantage.find("</figure>", start) + 9] if start >= 0 else ""
+    classes, _ = _plan_classes(run.rows)
     sections = [
-        _section_summary(run),
-        _section_advantage(run),
+        headline(run.fit, classes, first_fig, _one_line(run)),
+        advantage,
         _section_tail(run),
         _section_most_vulnerable(run),
         _section_roc(run),
@@ -1210,11 +1229,12 @@ def render_report(run: RunData) -> str:
         _section_accuracy(run),
         _section_plan(run),
         _section_theory(_read_theory(run.run_dir)),
+        _section_summary(run),
     ]
     nav = " · ".join(
         f'<a href="#{a}">{_e(t)}</a>'
         for a, t in [
-            ("summary", "Summary"),
+            ("answer", "Answer"),
             ("advantage", "Advantage vs S"),
             ("roc", "ROC"),
             *([("attacks", "Attacks")] if len(run.plain_attack_variants) > 1 else []),
@@ -1223,6 +1243,7 @@ def render_report(run: RunData) -> str:
             ("accuracy", "Accuracy"),
             ("plan", "Plan"),
             *([("theory", "Theory")] if (run.run_dir / THEORY_NAME).is_file() else []),
+            ("summary", "Appendix"),
         ]
     )
     return "\n".join(
