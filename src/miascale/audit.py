@@ -223,6 +223,11 @@ class AuditResult:
     dp: dict | None = None  # DP training: the accountant's ε and δ, σ, q, T, clip
     film: dict | None = None  # FiLM training: the settings used (after HPO), chunking, seconds
 
+    def _repr_html_(self) -> str:  # notebook display
+        from miascale.notebook import audit_html
+
+        return audit_html(self)
+
     def table(self) -> list[dict]:
         """One row per FPR level (the metrics table of ``audit.json``)."""
         return [

@@ -941,22 +941,32 @@ def fit_run(
 
 
 def _fit_table(fit) -> Table:
-    t = Table(title="power law: log10(TPR − FPR) = β_S·log10 S + β_C·log10 C + β_0 (weighted LS)")
-    for col in ("attack", "FPR", "β_S [95% CI]", "β_C [95% CI]", "β_0 [95% CI]", "R²", "S fitted",
-                "cells", "excluded"):  # fmt: skip
-        t.add_column(col, justify="right", overflow="fold")
+    """The fitted laws; fits 80 columns (intervals on a second line, β_C only when fitted)."""
+    from rich import box
+
+    with_c = any(lv.beta_c is not None for lv in fit.levels)
+    t = Table(title="log10(TPR − FPR) = β_S·log10 S + β_C·log10 C + β_0 (weighted LS)",
+              box=box.SIMPLE_HEAD, padding=(0, 1),
+              caption="n: cells fitted; out: cells excluded (reasons below)")  # fmt: skip
+    cols = ["attack", "FPR", "β_S [95% CI]", *(["β_C [95% CI]"] if with_c else []),
+            "β_0", "R²", "S fitted", "n", "out"]  # fmt: skip
+    for col in cols:
+        t.add_column(col, justify="right", overflow="fold", no_wrap=col == "attack",
+                     min_width=16 if col.startswith(("β_S", "β_C")) else None)  # fmt: skip
 
     def ci(b, c):
-        return "–" if b is None else f"{b:.3f} [{c[0]:.3f}, {c[1]:.3f}]"
+        return "–" if b is None else f"{b:.3f}\n[{c[0]:.3f}, {c[1]:.3f}]"
 
     for lv in fit.levels:
         ok = lv.status == "ok"
         rng = lv.shots_range
         t.add_row(
             f"{lv.attack}-{lv.variant}", f"{lv.fpr_level:g}",
-            ci(lv.beta_s, lv.ci_s) if ok else lv.status, ci(lv.beta_c, lv.ci_c) if ok else "–",
-            ci(lv.beta_0, lv.ci_0) if ok else "–", f"{lv.r_squared:.3f}" if ok else "–",
-            "–" if rng is None else f"{rng[0]}–{rng[1]}", str(lv.n_points), str(len(lv.excluded)),
+            ci(lv.beta_s, lv.ci_s) if ok else lv.status,
+            *([ci(lv.beta_c, lv.ci_c) if ok else "–"] if with_c else []),
+            f"{lv.beta_0:.3f}" if ok else "–", f"{lv.r_squared:.3f}" if ok else "–",
+            "–" if rng is None or not ok else f"{rng[0]}–{rng[1]}", str(lv.n_points),
+            str(len(lv.excluded)),
         )  # fmt: skip
     return t
 
@@ -1307,6 +1317,30 @@ def report(
         _emit_json({"report": str(path)})
     else:
         out.print(f"wrote {path}", markup=False)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A sweep's run directory.")],
+    format_: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="csv | parquet (default: from --out's suffix, csv)."),
+    ] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output file (default RUN_DIR/results.<format>)."),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Write the run's result rows as CSV or Parquet: one row per cell × attack variant × FPR
+    level, every column of the store and every extra field (nested ones as name.key)."""
+    from miascale.api import export_rows
+
+    path, n = export_rows(run_dir, format_, out_file)
+    if json_:
+        _emit_json({"path": str(path), "rows": n})
+    else:
+        out.print(f"wrote {path} ({n} rows)", markup=False, highlight=False)
 
 
 def main() -> None:

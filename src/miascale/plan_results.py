@@ -176,6 +176,11 @@ class Prediction:
     trustworthy: bool = field(default=False, kw_only=True)
     warnings: tuple[str, ...] = field(default=(), kw_only=True)
 
+    def _repr_html_(self) -> str:  # notebook display
+        from miascale.notebook import prediction_html
+
+        return prediction_html(self)
+
     def to_dict(self) -> dict:
         return {
             "shots": float(self.shots),
@@ -224,6 +229,11 @@ class Plan:
     relation: str = field(default="add_remove", kw_only=True)
     bound_epsilon: float | None = field(default=None, kw_only=True)
     bound_delta: float | None = field(default=None, kw_only=True)
+
+    def _repr_html_(self) -> str:  # notebook display
+        from miascale.notebook import plan_html
+
+        return plan_html(self)
 
     def to_dict(self) -> dict:
         return {

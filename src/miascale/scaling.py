@@ -382,6 +382,11 @@ class ScalingFit:
     min_false_positives: int = MIN_FALSE_POSITIVES
     ceiling_margin: float = CEILING_MARGIN
 
+    def _repr_html_(self) -> str:  # notebook display
+        from miascale.notebook import fit_html
+
+        return fit_html(self)
+
     def level(self, attack: str, variant: str, fpr_level: float) -> LevelFit:
         """The fit of one level (FPR matched to a relative tolerance of 1e-9)."""
         for lf in self.levels:
