@@ -244,9 +244,8 @@ def demo(
                     "plan_epsilon_1": plan_docs, "probe": probe.to_dict(),
                     "report": str(path)})  # fmt: skip
         return
-    if tail is not None:
-        out.print(_tail_table(tail))
-    for line in level_lines(fitted) + plan_lines:
+    tail_text = [] if tail is None else tail_lines(tail)
+    for line in level_lines(fitted) + tail_text + plan_lines:
         out.print(line, highlight=False, markup=False, soft_wrap=True)
     out.print(f"sweep: {summary.ran} cells run, {summary.skipped} reused, {summary.seconds:.0f} s")
     out.print(f"report: {path}")
@@ -1006,10 +1005,34 @@ def tail_label(lv) -> str:
     return f"advantage at FPR {lv.fpr_level:g}, {lv.variant}"
 
 
+def tail_lines(tail) -> list[str]:
+    """The laws of the most vulnerable examples, one plain line each for the fitted ones, and one
+    line counting the quantities the data could not resolve (with their main reasons)."""
+    lines, skipped, why = [], 0, {}
+    for lv in tail.levels:
+        if lv.ok:
+            lo, hi = lv.shots_range
+            lines.append(f"{tail_label(lv)}: β_S = {lv.beta_s:.3f} [{lv.ci_s[0]:.3f}, "
+                         f"{lv.ci_s[1]:.3f}], fitted on S = {lo}…{hi} ({lv.n_points} cells)")  # fmt: skip
+            continue
+        skipped += 1
+        for e in lv.excluded:
+            for r in e.reasons:
+                why[r] = why.get(r, 0) + 1
+    if skipped:
+        reasons = ", ".join(r for r, _ in sorted(why.items(), key=lambda kv: -kv[1])[:2])
+        lines.append(f"{skipped} per-example laws not fitted ({reasons or 'too few cells'}); "
+                     "`miascale fit RUN` lists them")  # fmt: skip
+    return lines
+
+
 def _tail_table(tail) -> Table:
     """The laws of the most vulnerable examples: β_S per estimator where the data resolves it."""
-    t = Table(title="most vulnerable examples: β_S of the per-example quantiles and maximum")
-    for col in ("quantity", "β_S [95% CI]", "S fitted", "cells", "excluded"):
+    from rich import box
+
+    t = Table(title="most vulnerable examples: β_S of the per-example quantiles and maximum",
+              box=box.SIMPLE_HEAD, padding=(0, 1))  # fmt: skip
+    for col in ("quantity", "β_S [95% CI]", "S fitted", "n", "excluded"):
         t.add_column(col, justify="right", overflow="fold")
     for lv in tail.levels:
         rng = lv.shots_range

@@ -408,7 +408,9 @@ def _section_advantage(run: RunData) -> str:
         floor = plots.advantage_floor(series)
         floors.append(floor)
         title = f"{dataset} / {backbone}, C = {_fmt_c(classes)}, {attack}-{variant}"
-        png = plots.advantage_plot(title, series, floor, _dp_bound_lines(panels[key]))
+        ylabel = "separation (μ_in − μ_out)/σ" if attack == "separation" else (
+            "per-example advantage" if attack == "tail" else "advantage TPR − FPR")  # fmt: skip
+        png = plots.advantage_plot(title, series, floor, _dp_bound_lines(panels[key]), ylabel)
         cap = None if any_fit else "No fitted line: the law could not be fitted for these levels."
         figs.append(_figure(png, f"Advantage vs shots: {title}", cap))
     floor_txt = ", ".join(sorted({f"{f:.0e}" for f in floors}))

@@ -84,6 +84,7 @@ def advantage_plot(
     series: Sequence[AdvantageSeries],
     floor: float,
     bounds: Sequence[tuple[str, np.ndarray, np.ndarray, int]] = (),
+    ylabel: str = "advantage TPR − FPR",
 ) -> bytes:
     """Log-log advantage (TPR - FPR) vs shots, one colour per FPR level.
 
@@ -156,7 +157,7 @@ def advantage_plot(
         lo_s, hi_s = min(all_s), max(all_s)
         ax.set_xlim(lo_s / 1.4, hi_s * 1.4)
     ax.set_xlabel("shots S (examples per class)")
-    ax.set_ylabel("advantage TPR − FPR")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     if series:
