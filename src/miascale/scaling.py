@@ -70,6 +70,7 @@ from miascale.fit_rules import (
     summarize_cell,
     wls_fit,
 )
+from miascale.plan_results import _f, _pair
 from miascale.planning import Coefficients, Plan, Prediction, plan, predict  # noqa: F401
 
 SCHEMA_VERSION = 2
@@ -100,18 +101,6 @@ REQUIRED_KEYS = (
 # ----------------------------------------------------------------------------------------------
 # Small helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _f(x: float | None) -> float | None:
-    """Plain float, or None for None / NaN / inf (strict JSON has no NaN)."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _pair(p: tuple[float, float] | None) -> list[float | None] | None:
-    return None if p is None else [_f(p[0]), _f(p[1])]
 
 
 def _tuple_pair(p: Any) -> tuple[float | None, float | None] | None:
