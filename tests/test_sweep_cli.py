@@ -91,3 +91,20 @@ def test_sweep_and_plan_errors(tmp_path, features):
         invoke("plan", "--fpr", 0.01, "--beta-s", -0.5, "--beta-0", -1)
     with pytest.raises(MiascaleError, match=r"results\.sqlite"):
         invoke("fit", tmp_path / "nothing")
+
+
+def test_demo_sets_aside_a_run_of_an_older_recipe(tmp_path):
+    from miascale.cli import _set_aside_older_demo
+    from miascale.experiments.grid import SweepSpec
+    from miascale.experiments.store import ResultStore
+
+    spec = SweepSpec(datasets=("d",), backbones=("b",), shots=(1, 2), seeds=(0,))
+    old = SweepSpec(datasets=("d",), backbones=("b",), shots=(1, 2), seeds=(0,),
+                    standardize="subset")  # fmt: skip
+    out = tmp_path / "demo"
+    ResultStore.open(out, old.to_dict()).close()
+    _set_aside_older_demo(out, spec)
+    assert not out.exists() and (tmp_path / "demo.previous-1" / "results.sqlite").is_file()
+    ResultStore.open(out, spec.to_dict()).close()  # the same recipe: left where it is
+    _set_aside_older_demo(out, spec)
+    assert (out / "results.sqlite").is_file()
