@@ -108,3 +108,12 @@ def test_demo_sets_aside_a_run_of_an_older_recipe(tmp_path):
     ResultStore.open(out, spec.to_dict()).close()  # the same recipe: left where it is
     _set_aside_older_demo(out, spec)
     assert (out / "results.sqlite").is_file()
+
+
+def test_sweep_logs_a_line_per_cell_when_stderr_is_not_a_terminal(tmp_path, features):
+    r = invoke("sweep", "--datasets", f"npz:{features}", "--backbones", "identity", "--shots",
+               "1,2", "--seeds", "0", "--shadow-models", "4", "--fpr", "0.1", "--out",
+               tmp_path / "run")  # fmt: skip
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("[")]
+    assert any(ln.startswith("[1/2]") and " done in " in ln for ln in lines), r.stderr
+    assert any(ln.startswith("[2/2]") and "s left)" in ln for ln in lines), r.stderr

@@ -207,6 +207,9 @@ def run_sweep(
                 progress.update(task, description=escape(f"[{i}/{n}] {cell.label}"))
 
         finished = 0
+        # in a log (stderr not a terminal) the bar is not drawn: one plain line per cell instead
+        log_lines = not quiet and not err.is_terminal
+        began = time.perf_counter()
         with closing(backend.run(todo, on_start)) as outcomes:
             for o in outcomes:
                 finished += 1
@@ -240,6 +243,14 @@ def run_sweep(
                 else:
                     ran += 1
                 progress.advance(task)
+                if log_lines:
+                    spent = time.perf_counter() - began
+                    eta = spent / finished * (n - finished)
+                    err.print(
+                        f"[{finished}/{n}] {o.cell.label} {'done' if o.ok else 'FAILED'} in "
+                        f"{o.seconds:.1f} s (elapsed {spent:.0f} s, about {eta:.0f} s left)",
+                        markup=False, highlight=False, soft_wrap=True,
+                    )  # fmt: skip
 
     if failures and not quiet:
         err.print(
