@@ -18,7 +18,7 @@ from miascale.attacks.rmia import pseudo_target, rmia_scores
 from miascale.audit import run_attack
 from miascale.errors import MiascaleError
 from miascale.membership import balanced_plan, bernoulli_plan, complement_partners
-from miascale.vulnerability import _paired_halves, cross_fitted_tail, per_example
+from miascale.vulnerability import cross_fitted_tail, paired_halves, per_example
 
 
 def naive_partners(mask):
@@ -338,7 +338,7 @@ def test_pairs_never_straddle_halves(k, sizes):
     for seed in range(5):
         mask = balanced_plan(_labels(30), k, seed).in_mask
         mask = mask[np.random.default_rng(seed).permutation(k)]
-        a, b = _paired_halves(mask, seed)
+        a, b = paired_halves(mask, seed)
         assert (a.size, b.size) == sizes
         np.testing.assert_array_equal(np.sort(np.concatenate([a, b])), np.arange(k))
         partner = complement_partners(mask)
@@ -349,7 +349,7 @@ def test_pairs_never_straddle_halves(k, sizes):
 
 def test_split_without_pairs_is_the_old_permutation():
     mask = bernoulli_plan(50, 11, seed=0).in_mask
-    a, b = _paired_halves(mask, 4)
+    a, b = paired_halves(mask, 4)
     perm = np.random.default_rng(4).permutation(11)
     np.testing.assert_array_equal(a, perm[:5])
     np.testing.assert_array_equal(b, perm[5:])

@@ -8,7 +8,8 @@ from scipy.stats import norm
 
 from miascale.errors import MiascaleError
 from miascale.membership import balanced_plan
-from miascale.tails import QUANTILES, _halves, cross_ranked, pair_groups, tails
+from miascale.tails import QUANTILES, cross_ranked, pair_groups, tails
+from miascale.vulnerability import paired_halves
 
 
 def _plan(k: int, n: int, seed: int = 0) -> np.ndarray:
@@ -51,12 +52,15 @@ def test_quantiles_converge_to_the_true_separations(k):
     np.testing.assert_allclose(tl.advantage[0], expect, rtol=1e-12)
 
 
-def test_halves_keep_complementary_partners_together():
+def test_pairs_resample_and_split_together():
+    """The bootstrap resamples a model with its partner (one group id), and the cross-fitting
+    halves (vulnerability.paired_halves, shared with cross_fitted_tail) never split a group."""
     m = _plan(65, 400)
     groups = pair_groups(m)
     assert (groups[0::2][:32] == groups[1::2][:32]).all() and groups[64] == 64
+    assert len(np.unique(groups)) == 33
     for seed in range(5):
-        a, b = _halves(groups, np.random.default_rng(seed))
+        a, b = paired_halves(m, seed)
         assert abs(len(a) - len(b)) <= 1
         assert set(groups[a]).isdisjoint(set(groups[b]))
 

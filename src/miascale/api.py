@@ -171,7 +171,7 @@ class Run:
         saved = None if rules else self._saved("tail")
         if saved is not None:
             return saved
-        tails = tail_rows([r for r in _fit_rows(self._records) if r.get("epsilon") is None])
+        tails = tail_rows([r for r in fit_rows(self._records) if r.get("epsilon") is None])
         return fit_power_law(tails, **rules) if tails else None
 
     def _repr_html_(self) -> str:
@@ -281,7 +281,7 @@ def _plain_rows(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _fit_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
+def fit_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
     """Rows as ``miascale fit`` prepares them: "all classes" cells get their number of classes,
     DP cells a variant of their own per ε."""
     from miascale.audit import dp_variant
@@ -311,7 +311,7 @@ def fit(rows: Run | str | Path | pd.DataFrame | Iterable[Mapping[str, Any]], **r
         records = _plain_rows(rows)  # a DataFrame
     else:
         records = rows
-    records = _fit_rows(records)
+    records = fit_rows(records)
     if not records:
         raise MiascaleError("No result rows to fit yet; run the sweep first.")
     return fit_power_law(records, **rules)

@@ -888,7 +888,7 @@ def fit_run(
     written (read-only) gets a warning instead of an error; ``with_doc`` also returns the fit.json
     document and whether it was saved.
     """
-    from miascale.audit import dp_variant
+    from miascale.api import fit_rows
     from miascale.experiments.store import ResultStore
     from miascale.scaling import fit_power_law, tail_rows
 
@@ -900,11 +900,7 @@ def fit_run(
         rows = store.rows()
     if not rows:
         raise MiascaleError(f"{run_dir}/results.sqlite has no finished cells yet.")
-    for r in rows:  # "all classes" cells: the law needs the number
-        if r["classes"] is None:
-            r["classes"] = r["n_classes"]
-        if r.get("epsilon") is not None:  # DP cells: a law of their own per ε
-            r["variant"] = dp_variant(r["variant"], r["epsilon"])
+    rows = fit_rows(rows)  # "all classes" → C, DP cells a variant of their own per ε
     rules = {
         "exclude_unresolvable": not keep_unresolvable,
         "exclude_saturated": not keep_saturated,

@@ -50,6 +50,7 @@ import numpy as np
 from scipy.stats import norm
 
 from miascale.errors import MiascaleError
+from miascale.vulnerability import paired_halves
 
 QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
 SHRINK_DF = 16.0
@@ -160,23 +161,20 @@ def _moments(s: np.ndarray, m: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, n
     return d, ok
 
 
-def _summaries(d: np.ndarray, sel: np.ndarray | None, meas: np.ndarray | None, q) -> np.ndarray:
-    """(B, Q + 2): q-quantiles, max, and the cross-fitted max of each row of d."""
+def _summaries(d: np.ndarray, da: np.ndarray, db: np.ndarray, q) -> np.ndarray:
+    """(B, Q + 2): q-quantiles and max of each row of d, and the cross-fitted max: the top
+    example of half A (``da``) measured on half B (``db``) and vice versa, averaged."""
     out = np.full((d.shape[0], len(q) + 2), np.nan)
     has = np.isfinite(d).any(axis=-1)  # a replicate may leave no example with 2 IN and 2 OUT
     if has.any():
         out[has, : len(q)] = np.nanquantile(d[has], q, axis=-1).T
         out[has, len(q)] = np.nanmax(d[has], axis=-1)
-    if sel is not None and meas is not None:
-        (sa, sb), (ma, mb) = sel, meas  # select on a, measure on b and vice versa
-        both = np.isfinite(sa) & np.isfinite(sb)
-        ok = both.any(axis=-1)
-        fill = -np.inf
-        ia = np.argmax(np.where(both, sa, fill), axis=-1)
-        ib = np.argmax(np.where(both, sb, fill), axis=-1)
-        rows = np.arange(d.shape[0])
-        cross = 0.5 * (mb[rows, ia] + ma[rows, ib])
-        out[:, len(q) + 1] = np.where(ok, cross, np.nan)
+    both = np.isfinite(da) & np.isfinite(db)
+    ia = np.argmax(np.where(both, da, -np.inf), axis=-1)
+    ib = np.argmax(np.where(both, db, -np.inf), axis=-1)
+    rows = np.arange(d.shape[0])
+    cross = 0.5 * (db[rows, ia] + da[rows, ib])
+    out[:, len(q) + 1] = np.where(both.any(axis=-1), cross, np.nan)
     return out
 
 
@@ -187,24 +185,6 @@ def pair_groups(in_mask: np.ndarray) -> np.ndarray:
     partner = complement_partners(in_mask)
     k = np.arange(in_mask.shape[0])
     return np.where(partner >= 0, np.minimum(k, partner), k)
-
-
-def _halves(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two model index sets, whole groups (pairs) on one side, sizes within one of each other:
-    groups in random order, pairs before single models, each to the currently smaller half."""
-    ids, sizes = np.unique(groups, return_counts=True)
-    perm = rng.permutation(len(ids))
-    order = perm[np.argsort(-sizes[perm], kind="stable")]
-    in_a = np.zeros(len(groups), dtype=bool)
-    size_a = size_b = 0
-    for j in order:  # a loop over groups (≤ K), not examples
-        members = groups == ids[j]
-        if size_a <= size_b:
-            in_a |= members
-            size_a += int(sizes[j])
-        else:
-            size_b += int(sizes[j])
-    return np.flatnonzero(in_a), np.flatnonzero(~in_a)
 
 
 def tails(
@@ -229,7 +209,7 @@ def tails(
         raise MiascaleError(f"Per-example tails need at least 8 models, got {k}.")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7A11]))
     groups = pair_groups(m)
-    ha, hb = _halves(groups, rng)
+    ha, hb = paired_halves(m, int(seed))
 
     def stat(w: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
         d, _ = _moments(s, m, w)
@@ -241,7 +221,7 @@ def tails(
         if idx is not None:
             rows = np.arange(w.shape[0])[:, None]
             d, da, db = d[rows, idx], da[rows, idx], db[rows, idx]
-        return _summaries(d, (da, db), (da, db), q)
+        return _summaries(d, da, db, q)
 
     point = stat(np.ones((1, k)), None)[0]
     uniq, inv = np.unique(groups, return_inverse=True)
@@ -301,8 +281,7 @@ def cross_ranked(stats: np.ndarray, in_mask: np.ndarray, top: int = 16, seed: in
     s, m = check_signals(stats, in_mask)
     if s.shape[0] < 8:
         raise MiascaleError(f"Cross-fitted ranking needs at least 8 models, got {s.shape[0]}.")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7A11]))
-    ha, hb = _halves(pair_groups(m), rng)
+    ha, hb = paired_halves(m, int(seed))
     wa = np.zeros((1, s.shape[0]))
     wa[0, ha] = 1.0
     wb = 1.0 - wa
