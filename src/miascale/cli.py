@@ -872,6 +872,54 @@ def sweep(
         raise typer.Exit(1)
 
 
+_StudyConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="A TOML file of [[datasets]] replacing the preset (see docs/study.md)."
+    ),
+]
+_Only = Annotated[str | None, typer.Option("--only", help="Run only these datasets (comma list).")]
+_FitOnly = Annotated[bool, typer.Option("--fit-only", help="Run nothing; refit and report.")]
+_Backend = Annotated[str, typer.Option("--backend", help="local or ray (docs/cluster.md).")]
+_Address = Annotated[str | None, typer.Option("--address", help="Ray cluster address.")]
+
+
+@app.command()
+def study(
+    config: _StudyConfig = None,
+    only: _Only = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "0,1,2",
+    shadow_models: ShadowOpt = 64,
+    fpr: FprOpt = "0.1,0.01,0.001",
+    attacks: Annotated[str, typer.Option("--attacks", help="As for sweep.")] = "lira-online",
+    device: DeviceOpt = "cpu",
+    out_dir: Annotated[Path, typer.Option("--out", help="Study directory.")] = Path("runs/study"),
+    backend: _Backend = "local",
+    address: _Address = None,
+    fit_only: _FitOnly = False,
+    json_: JsonOpt = False,
+) -> None:
+    """One law over S and C on images and text: sweeps (resumable), pooled fit, study.html.
+
+    Preset: Fashion-MNIST × EfficientNet-Lite0 (C 2, 5, 10; S 1…256) and WordNet × MiniLM (C 2,
+    5, 10, 20, 34 of the classes with ≥ 500 texts; S 1…128). See docs/study.md.
+    """
+    from miascale.study import PRESET, StudySettings, read_config, run_study, select
+
+    _check_device(device)
+    chosen = select(read_config(config) if config else PRESET, _csv(only, str, "--only"))
+    settings = StudySettings(_csv(seeds, int, "--seeds"), shadow_models,
+                             _parse_fpr(fpr), _attack_variants(attacks))  # fmt: skip
+    res = run_study(out_dir, chosen, settings, device=device, backend=backend, address=address,
+                    fit_only=fit_only)  # fmt: skip
+    if json_:
+        _emit_json(res.to_dict())
+    for line in [] if json_ else res.lines():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if res.failed or res.fit is None:
+        raise typer.Exit(1)
+
+
 def fit_run(
     run_dir: Path,
     keep_unresolvable=False,
@@ -1153,11 +1201,29 @@ def predict(
     beta_c: BetaC = None,
     attack: AttackVar = "lira-online",
     confidence: ConfidenceOpt = 0.95,
+    dataset_like: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset-like",
+            help="A new dataset like this study dataset (or 'any'): the pooled "
+            "study law (--coefficients STUDY_DIR) with a new-dataset interval (docs/study.md).",
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Predicted TPR and advantage at S examples per class, with intervals when fitted."""
     from miascale.planning import predict as _predict
 
+    if dataset_like is not None:
+        from miascale.study import predict_like
+
+        if beta_s is not None or beta_0 is not None or beta_c is not None:
+            raise MiascaleError("--dataset-like takes the law from the study, not --beta-*.")
+        lp = predict_like(coefficients or Path("runs/study"), dataset_like, shots, classes, fpr,
+                          attack, confidence)  # fmt: skip
+        if json_:
+            return _emit_json(lp.to_dict())
+        return out.print(lp.sentence(), markup=False, soft_wrap=True)
     law = _coefficients(coefficients, beta_s, beta_0, beta_c, fpr, attack)
     p = _predict(law, shots, classes, confidence=confidence)
     if json_:
