@@ -144,7 +144,7 @@ def test_predict_like():
     assert q.tau == pytest.approx(lv.lodo.rmse) and q.tau > p.tau
     assert q.log10_advantage == pytest.approx(lv.pooled.beta_0 + lv.pooled.beta_s * math.log10(16)
                                               + lv.pooled.beta_c)  # fmt: skip
-    assert "A dataset like any" in q.sentence() and json.dumps(q.to_dict())
+    assert "A dataset unlike any in the study" in q.sentence() and json.dumps(q.to_dict())
     with pytest.raises(MiascaleError, match="not in the study"):
         predict_like(fit, "cifar", 16, 10, 0.01)
     assert "outside the study's fitted C" in " ".join(

@@ -302,7 +302,8 @@ class LikePrediction:
 
     def sentence(self) -> str:
         c = "" if self.classes is None else f", C={self.classes}"
-        text = (f"A dataset like {self.like} at S={self.shots:g}{c}, FPR {self.fpr_level:g}: "
+        who = "unlike any in the study" if self.like == ANY else f"like {self.like}"
+        text = (f"A dataset {who} at S={self.shots:g}{c}, FPR {self.fpr_level:g}: "
                 f"predicted advantage {self.advantage:.3g} (TPR {self.tpr:.3g})")  # fmt: skip
         if self.advantage_interval is not None:
             lo, hi = self.advantage_interval

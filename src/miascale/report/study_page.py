@@ -88,6 +88,9 @@ def advantage_png(lv: StudyLevel) -> bytes:
                     if any(x.classes == c and group_label(x.dataset, x.backbone) == d
                            for x in p.points):  # fmt: skip
                         ax.plot(s, 10 ** _law(lv, np.log10(s), c, d), "--", color=colors[c], lw=0.9)
+    else:  # no law to draw: the colours still say which C
+        for c in sorted({x.classes for x, _ in pts}):
+            ax.plot([], [], "s", color=colors[c], label=f"C = {c}")
     for i, d in enumerate(datasets):
         ax.plot([], [], _MARKERS[i % len(_MARKERS)], color="0.3", label=d)
     _plain_log_x(ax)
@@ -237,7 +240,9 @@ def render_study(fit: StudyFit, runs: Sequence[dict] = ()) -> str:
                             + ("; dashed: with each dataset's own intercept"
                                if lv.intercepts.separate else "")))  # fmt: skip
         if lv.pooled.ok:
-            figs.append(_figure(residual_png(lv), f"residuals, {_name(lv)}"))
+            figs.append(_figure(residual_png(lv), f"residuals, {_name(lv)}",
+                                "Measured − pooled law (log10) of the fitted cells, ±1.96 se; "
+                                "datasets side by side at each S"))  # fmt: skip
     run_rows = [[r["label"], r["run_dir"], str(r["cells"]), str(r["failed"]),
                  f"{r['seconds'] / 3600:.2f} h"] for r in runs]  # fmt: skip
     now = datetime.now(UTC).isoformat(timespec="seconds")
