@@ -16,7 +16,7 @@ from miascale.training.heads import (
 )
 
 K, N, D, C = 5, 120, 20, 4
-EXACT = HeadConfig(l2=1e-2, tol=1e-9, max_iter=5000)
+EXACT = HeadConfig(l2=1e-2, tol=1e-9, max_iter=5000, phi_tol=0.0, dtype="float64")
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,7 +118,8 @@ def test_deterministic_lbfgs(pool, exact_heads: TrainedHeads) -> None:
 
 def test_float32_close_to_float64(pool, exact_heads: TrainedHeads) -> None:
     x, y, mask = pool
-    h32 = train_heads(x, y, mask, C, HeadConfig(l2=1e-2, tol=1e-5, max_iter=300, dtype="float32"))
+    cfg = HeadConfig(l2=1e-2, tol=1e-5, max_iter=300, dtype="float32", phi_tol=0.0)
+    h32 = train_heads(x, y, mask, C, cfg)
     p32 = _softmax(head_logits(h32, x))
     p64 = _softmax(head_logits(exact_heads, x))
     assert np.abs(p32 - p64).max() < 1e-3
@@ -222,7 +223,7 @@ def test_preconditioner_helps_on_correlated_features() -> None:
     mask = np.zeros((k, n), dtype=bool)
     for i in range(k):
         mask[i, rng.permutation(n)[: n // 2]] = True
-    cfg = HeadConfig(l2=1e-3, tol=1e-7, max_iter=3000)
+    cfg = HeadConfig(l2=1e-3, tol=1e-7, max_iter=3000, phi_tol=0.0, dtype="float64")
     pre = train_heads(x, y, mask, c, cfg)
     plain = train_heads(x, y, mask, c, HeadConfig(**{**cfg.__dict__, "precondition": False}))
     assert pre.converged.all() and plain.converged.all()
@@ -252,10 +253,12 @@ def test_feature_constant_on_a_subset_gets_no_weight(pool) -> None:
 
 
 def test_fallback_to_plain_lbfgs_reaches_same_optimum(pool, exact_heads, monkeypatch) -> None:
-    # unconverged heads leave the preconditioned phase early and finish with plain L-BFGS
-    import miascale.training.heads as heads_mod
+    # heads whose preconditioned phase "crawls" (here: any progress under 1e12x in 3
+    # iterations) finish with plain L-BFGS from where they are
+    import miascale.training.lbfgs as lbfgs_mod
 
-    monkeypatch.setattr(heads_mod, "PRECONDITIONED_ITERATIONS", 3)
+    monkeypatch.setattr(lbfgs_mod, "CRAWL_WINDOW", 3)
+    monkeypatch.setattr(lbfgs_mod, "CRAWL_FACTOR", 1e12)
     x, y, mask = pool
     seen: list[int] = []
     mixed = train_heads(x, y, mask, C, EXACT, progress=lambda it, g: seen.append(it))
@@ -278,3 +281,39 @@ def test_pool_recipe_is_scale_invariant_and_raw_scale_is_checked(pool) -> None:
     raw = HeadConfig(l2=1e-2, standardize="none")
     with pytest.raises(MiascaleError, match="standardize='pool'"):
         train_heads(x.astype(np.float64) * 1e12, y, mask, C, raw)
+
+
+def test_mixed_precision_reaches_the_float64_optimum(pool, exact_heads) -> None:
+    # float32 GEMMs until rounding stops a line search, then float64 to the tight tolerance
+    x, y, mask = pool
+    cfg = HeadConfig(**{**EXACT.__dict__, "dtype": "mixed"})
+    mixed = train_heads(x, y, mask, C, cfg)
+    assert mixed.converged.all() and (mixed.final_grad_norm < EXACT.tol).all()
+    assert not mixed.phi_stopped.any()
+    assert _rel(mixed.weights, exact_heads.weights) < 1e-4
+
+
+def test_phi_rule_stops_heads_near_the_attack_statistics_of_the_optimum() -> None:
+    # the default stops a head once its LiRA statistics on the pool stop moving (relative to
+    # their spread across models); they stay close to those of the exact optimum
+    from miascale.signals import lira_statistic
+
+    rng = np.random.default_rng(5)
+    k, n, d, c = 16, 400, 60, 5
+    y = np.repeat(np.arange(c), n // c)
+    x = rng.normal(size=(n, d)) + 0.7 * rng.normal(size=(c, d))[y]
+    mask = np.zeros((k, n), dtype=bool)
+    for i in range(k):
+        mask[i, rng.permutation(n)[: n // 2]] = True
+    exact = train_heads(x, y, mask, c, HeadConfig(tol=1e-10, phi_tol=0.0, dtype="float64"))
+    fast = train_heads(x, y, mask, c, HeadConfig(tol=1e-10))
+    assert fast.phi_stopped.all() and fast.converged.all()
+    assert (fast.final_grad_norm < 100 * 1e-10).all()  # the gradient guard of the phi rule
+    assert fast.n_iter < exact.n_iter
+    phi_exact = lira_statistic(head_logits(exact, x), y)
+    phi_fast = lira_statistic(head_logits(fast, x), y)
+    spread = np.median(phi_exact.std(axis=0))
+    err = np.abs(phi_fast - phi_exact) / spread
+    assert np.median(err) < 0.02 and err.max() < 0.5
+    off = train_heads(x, y, mask[:3], c, HeadConfig(tol=1e-10))  # K < 4: no spread, rule off
+    assert not off.phi_stopped.any()

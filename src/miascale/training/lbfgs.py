@@ -1,0 +1,366 @@
+"""Batched per-head L-BFGS for the K head objectives (:mod:`miascale.training.objective`).
+
+Each head has its own curvature memory (vectorised two-loop recursion), its own backtracking
+Armijo line search and its own step size. Only heads still running are evaluated: a line-search
+trial evaluates the heads whose step is pending, and heads that have stopped leave the GEMMs.
+
+Preconditioning (:class:`Preconditioner`): the L-BFGS initial inverse Hessian of head k is the
+inverse of a scaled Böhning bound ``P_k = gamma_k * A (x) Sigma (+) A + l2 I`` with
+``A = (I_C - 11^T/C)/2`` and ``Sigma`` the covariance of the whole pool standardised with pool
+statistics (one matrix for all heads, eigendecomposed once in float64; eigenvalues of at least
+1% of its trace and of the share of 16 average examples are kept exactly, the rest flattened to
+the largest one dropped). ``gamma_k`` is refitted after every step (a Barzilai-Borwein-2 estimate
+in the bound's metric). Heads whose preconditioned progress crawls (the largest gradient falls
+by less than ``CRAWL_FACTOR`` over ``CRAWL_WINDOW`` iterations, seen on text features where the
+bound is a poor curvature model) continue with plain L-BFGS from where they are.
+
+Stopping (per head): the max-abs gradient below ``tol`` (scikit-learn's criterion), or -- the
+attack-facing rule -- the head's LiRA statistics ``phi`` on the whole pool moved by at most
+``phi_tol`` times their spread across models (the median over pool examples of the standard
+deviation of ``phi`` over the K heads) in each of ``PHI_PATIENCE`` consecutive iterations, once
+its gradient is below ``PHI_GRAD_GUARD * tol``.
+With ``dtype="mixed"`` the GEMMs run in float32 until a head's step fails to decrease its
+objective (rounding), then everything continues in float64 from where it is.
+The contract and measurements: docs/design/heads.md and benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from miascale.training.objective import STD_FLOOR, HeadObjective
+
+_PRECOND_CUT = 0.01
+"""Eigenvalues of the pool covariance kept exactly in the preconditioner: >= this x its trace."""
+_PRECOND_EXAMPLES = 16
+"""... and >= the share of this many average examples (trace/N each): shared directions only."""
+CRAWL_WINDOW = 25
+CRAWL_FACTOR = 2.0
+"""Preconditioned L-BFGS falls back to plain when max |grad| fell < 2x over 25 iterations."""
+PHI_PATIENCE = 3
+"""Consecutive iterations a head's phi must stay within ``phi_tol`` x spread to stop."""
+PHI_GRAD_GUARD = 100.0
+"""... and only once its max-abs gradient is below this x ``tol`` (a guard against stalls)."""
+MIN_HEADS_FOR_PHI = 4
+"""The phi rule needs a spread across models: it is off with fewer heads than this."""
+
+
+def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric eigendecomposition by LAPACK's divide and conquer (``syevd``) via scipy.
+
+    torch 2.13's CPU ``linalg.eigh`` in float64 took 23.5 s on a 1280 x 1280 covariance on the
+    2-core machine, scipy's ``evd`` driver 1.0 s (benchmarks/README.md).
+    """
+    from scipy.linalg import eigh
+
+    lam, u = eigh(a.cpu().numpy(), driver="evd", check_finite=False)
+    return torch.as_tensor(lam, device=a.device), torch.as_tensor(u, device=a.device)
+
+
+def max_abs_rows(g: torch.Tensor) -> torch.Tensor:
+    return g.abs().amax(dim=1)
+
+
+class Preconditioner:
+    """Inverse of a scaled Böhning bound, shared by all heads (see the module docstring).
+
+    ``B = A (x) Sigma (+) A`` bounds the Hessian of the data term for (V, c), with
+    ``A = (I - 11^T/C)/2`` and ``Sigma`` the covariance of the WHOLE pool standardised with pool
+    statistics. ``Sigma`` is kept as its top eigenpairs ``Q, lam`` (eigenvalues at least
+    ``_PRECOND_CUT`` of its trace, so at most ``1/_PRECOND_CUT`` of them) plus one flat value
+    ``lam_tail`` (the largest eigenvalue dropped) for the rest. Head k's preconditioner is
+    ``P_k = gamma_k * B + l2 * I_V``; applying its inverse to all heads is two GEMMs over
+    (D, r) x (r, K*C) with r the kept rank, plus elementwise work.
+    """
+
+    def __init__(self, prob: HeadObjective, l2: float) -> None:
+        n, d = prob.n, prob.d
+        xc = prob.xc64  # globally centred
+        if prob.standardized:  # the heads' parameters live on (approximately) the pool's scale
+            xs = xc / (xc * xc).mean(dim=0).sqrt().clamp(min=STD_FLOOR)
+        else:
+            xs = xc
+        # eigenpairs of Sigma from the smaller of the (N, N) Gram and (D, D) covariance matrices
+        gram = xs @ xs.t() / n if n <= d else xs.t() @ xs / n
+        lam, u = _eigh(gram)
+        lam = lam.clamp(min=0.0)
+        keep = lam >= max(_PRECOND_CUT, _PRECOND_EXAMPLES / n) * float(lam.sum())
+        keep &= lam > 0
+        self.lam_tail = float(lam[~keep].max()) if bool((~keep).any()) else 0.0
+        lam, u = lam[keep], u[:, keep]
+        q = (xs.t() @ u) / (lam * n).sqrt() if n <= d else u
+        # l2 = 0: the bound alone is singular; regularise the preconditioner only.
+        self.l2 = l2 if l2 > 0 else 1e-6 * max(float(lam.sum()), 1.0) / d
+        self.rank = int(lam.shape[0])
+        self.lam = lam
+        self.q = q.contiguous()
+        self.q_t = q.t().contiguous()
+        # A feature constant on head k's subset (sd_k floored) has x~ = 0 there: its weights feel
+        # only the regulariser and stay exactly 0 from the zero start. The shared Sigma knows
+        # nothing of that, so such coordinates are masked out of P_k^{-1} (else they pick up
+        # weights ~ tol/l2 that the folding W = V/sd_k blows up by 1/STD_FLOOR).
+        self.live = (prob.sd > STD_FLOOR).to(prob.sd.dtype).t().contiguous()  # (D, K)
+        self.d, self.c, self.k = d, prob.c, prob.k
+        self.n_apply = 0  # GEMM-pair counters (for benchmarks)
+        self.n_curv = 0
+
+    def apply(self, g: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """``P_k^{-1} g`` for every head, g (K, P) -> (K, P), gamma (K,)."""
+        self.n_apply += 1
+        k, d, c = self.k, self.d, self.c
+        out = torch.empty_like(g)
+        u = g[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()  # (D, K, C)
+        gmean = u.mean(dim=2, keepdim=True)
+        u.sub_(gmean).mul_(self.live[:, :, None])
+        tail = 1.0 / (0.5 * self.lam_tail * gamma + self.l2)  # (K,)
+        h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)
+        scale = 1.0 / (0.5 * self.lam[:, None] * gamma[None, :] + self.l2) - tail[None, :]
+        h.mul_(scale[:, :, None])
+        pv = torch.addmm(u.mul_(tail[None, :, None]).view(d, k * c), self.q, h.view(-1, k * c))
+        pv = pv.view(d, k, c).add_(gmean, alpha=1.0 / self.l2).mul_(self.live[:, :, None])
+        out[:, : d * c].view(k, d, c).copy_(pv.permute(1, 0, 2))
+        gc = g[:, d * c :]
+        out[:, d * c :] = (2.0 / gamma[:, None]) * (gc - gc.mean(dim=1, keepdim=True))
+        return out
+
+    def inverse_bound_curvature(self, y: torch.Tensor) -> torch.Tensor:
+        """``y^T B_k^+ y`` per head (B_k: head k's bound as approximated in :meth:`apply`)."""
+        self.n_curv += 1
+        k, d, c = self.k, self.d, self.c
+        u = y[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()
+        u.sub_(u.mean(dim=2, keepdim=True)).mul_(self.live[:, :, None])
+        inv_tail = 1.0 / self.lam_tail if self.lam_tail > 0 else 0.0  # pseudo-inverse
+        tot = 2.0 * inv_tail * (u * u).sum(dim=(0, 2))
+        h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)
+        tot += 2.0 * ((h * h).sum(dim=2) * (1.0 / self.lam - inv_tail)[:, None]).sum(dim=0)
+        yc = y[:, d * c :]
+        yc = yc - yc.mean(dim=1, keepdim=True)
+        return tot + 2.0 * (yc * yc).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class LbfgsOptions:
+    """What :func:`minimize` needs from a ``HeadConfig`` (see there)."""
+
+    tol: float
+    phi_tol: float
+    max_iter: int
+    history: int
+    precondition: bool
+    mixed: bool
+
+
+@dataclass(frozen=True)
+class LbfgsResult:
+    theta: torch.Tensor  # (K, P)
+    n_iter: int
+    grad_norm: torch.Tensor  # (K,) max-abs gradient component
+    phi_stopped: torch.Tensor  # (K,) bool: stopped by the phi rule before reaching tol
+
+
+def minimize(
+    prob: HeadObjective,
+    opts: LbfgsOptions,
+    progress: Callable[[int, float], object] | None = None,
+    theta0: torch.Tensor | None = None,
+) -> LbfgsResult:
+    """Minimise every head's objective from ``theta0`` (default zero; module docstring)."""
+    theta = torch.zeros(prob.k, prob.n_params, dtype=torch.float64, device=prob.device)
+    if theta0 is not None:
+        theta.copy_(theta0)
+    done = torch.zeros(prob.k, dtype=torch.bool, device=prob.device)
+    precondition, n_iter = opts.precondition, 0
+    while True:
+        theta, its, gn, done, crawled = _run(
+            prob, opts, theta, done, precondition, n_iter, progress
+        )
+        n_iter += its
+        if not (crawled and n_iter < opts.max_iter):
+            return LbfgsResult(theta, n_iter, gn, done & (gn >= opts.tol))
+        precondition = False
+
+
+def _phi_spread(phi: torch.Tensor) -> float:
+    """Median over pool examples of the standard deviation of phi across the heads."""
+    return float(phi.std(dim=1).median())
+
+
+def _run(
+    prob: HeadObjective,
+    opts: LbfgsOptions,
+    theta: torch.Tensor,
+    done: torch.Tensor,
+    precondition: bool,
+    it0: int,
+    progress: Callable[[int, float], object] | None,
+) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor, bool]:
+    """One phase (preconditioned or plain) of batched L-BFGS from ``theta``.
+
+    Returns theta, iterations run, max-abs gradients, heads stopped by the phi rule, and
+    whether the preconditioned phase was left because it crawled.
+    """
+    k, p = prob.k, prob.n_params
+    f64 = torch.float64
+    dev = prob.device
+    m = opts.history
+    if precondition and prob.preconditioner is None:
+        prob.preconditioner = Preconditioner(prob, prob.l2)
+    pre = prob.preconditioner if precondition else None
+    use_phi = opts.phi_tol > 0 and k >= MIN_HEADS_FOR_PHI
+    f, g, phi = prob.value_and_grad(theta)
+    gn = max_abs_rows(g)
+    s_hist = torch.zeros(m, k, p, dtype=f64, device=dev)
+    y_hist = torch.zeros(m, k, p, dtype=f64, device=dev)
+    rho = torch.zeros(m, k, dtype=f64, device=dev)  # 0 marks an unused slot for that head
+    gamma = torch.ones(k, dtype=f64, device=dev)
+    has_hist = torch.zeros(k, dtype=torch.bool, device=dev)
+    stalls = torch.zeros(k, dtype=torch.int64, device=dev)
+    calm = torch.zeros(k, dtype=torch.int64, device=dev)
+    worst: list[float] = []
+    pos = 0
+    n_iter = 0
+    c1 = 1e-4
+    for it in range(1, opts.max_iter - it0 + 1):
+        active = (gn >= opts.tol) & ~done & (stalls < 3)
+        if not bool(active.any()):
+            break
+        worst.append(float(gn[active].max()))
+        if pre is not None and len(worst) > CRAWL_WINDOW:
+            if worst[-1 - CRAWL_WINDOW] < CRAWL_FACTOR * worst[-1]:
+                return theta, n_iter, gn, done, True
+        n_iter = it
+        direction = _direction(g, s_hist, y_hist, rho, gamma, has_hist, pos, pre)
+        gd = (g * direction).sum(dim=1)
+        new_theta, new_f, new_g, new_phi, failed = _line_search(
+            prob, theta, f, g, phi, direction, gd, active, c1
+        )
+        # No strict decrease (line search failed, or accepted at the rounding floor).
+        no_progress = active & (failed | ~(new_f < f))
+        if bool(no_progress.any()) and opts.mixed and prob.dtype != f64:
+            # float32 rounding now limits a head: everything continues in float64 from here.
+            prob.set_dtype(f64)
+            new_f, new_g, new_phi = prob.value_and_grad(new_theta)
+            failed = torch.zeros_like(failed)
+            no_progress = torch.zeros_like(no_progress)
+        stalls = torch.where(no_progress, stalls + 1, torch.zeros_like(stalls))
+        if bool(failed.any()):
+            rho[:, failed] = 0.0
+            gamma[failed] = 1.0
+            has_hist = has_hist & ~failed
+        moved = active & ~failed
+        s = new_theta - theta
+        yv = new_g - g
+        sy = (s * yv).sum(dim=1)
+        yy = (yv * yv).sum(dim=1)
+        good = moved & (sy > 1e-12 * yy.sqrt() * s.norm(dim=1)) & (yy > 0)
+        # Slots with rho = 0 are ignored by the two-loop recursion, so store pairs as they are.
+        s_hist[pos] = s
+        y_hist[pos] = yv
+        rho[pos] = torch.where(good, 1.0 / sy.clamp(min=1e-300), torch.zeros_like(sy))
+        if pre is not None:
+            # Curvature of the data term relative to the bound, fitted to the newest pair:
+            # with y_data = y - l2*s_V ~ gamma * B s, gamma = y_data^T B^+ y_data / s^T y_data.
+            dc = prob.d * prob.c
+            y_data = yv.clone()
+            y_data[:, :dc].add_(s[:, :dc], alpha=-prob.l2)
+            data_sy = (s * y_data).sum(dim=1)
+            ratio = pre.inverse_bound_curvature(y_data) / data_sy.clamp(min=1e-300)
+            upd = good & (data_sy > 0) & torch.isfinite(ratio) & (ratio > 0)
+            gamma = torch.where(upd, ratio.clamp(min=1e-8, max=2.0), gamma)
+        else:
+            gamma = torch.where(good, sy / yy.clamp(min=1e-300), gamma)
+        has_hist = has_hist | good
+        pos = (pos + 1) % m
+        if use_phi:
+            change = (new_phi - phi).abs().amax(dim=0)
+            still = moved & (change <= opts.phi_tol * _phi_spread(new_phi))
+            still &= max_abs_rows(new_g) < PHI_GRAD_GUARD * opts.tol
+            calm = torch.where(still, calm + 1, torch.where(active, 0, calm))
+            done = done | (calm >= PHI_PATIENCE)
+        theta, f, g, phi = new_theta, new_f, new_g, new_phi
+        gn = max_abs_rows(g)
+        if progress is not None:
+            left = (gn >= opts.tol) & ~done
+            progress(it0 + it, float(gn[left].max()) if bool(left.any()) else 0.0)
+    return theta, n_iter, gn, done, False
+
+
+def _direction(
+    g: torch.Tensor,
+    s_hist: torch.Tensor,
+    y_hist: torch.Tensor,
+    rho: torch.Tensor,
+    gamma: torch.Tensor,
+    has_hist: torch.Tensor,
+    pos: int,
+    pre: Preconditioner | None,
+) -> torch.Tensor:
+    """L-BFGS search direction of every head (two-loop recursion, newest pair first)."""
+    m = s_hist.shape[0]
+    q = g.clone()
+    alphas = []
+    for j in range(m):
+        slot = (pos - 1 - j) % m
+        a = rho[slot] * (s_hist[slot] * q).sum(dim=1)
+        q.addcmul_(a[:, None], y_hist[slot], value=-1.0)
+        alphas.append((slot, a))
+    q = pre.apply(q, gamma) if pre is not None else q.mul_(gamma[:, None])
+    for slot, a in reversed(alphas):
+        b = rho[slot] * (y_hist[slot] * q).sum(dim=1)
+        q.addcmul_((a - b)[:, None], s_hist[slot])
+    direction = -q
+    bad = ~((g * direction).sum(dim=1) < 0) | ~has_hist
+    if bool(bad.any()):
+        # Heads without (usable) curvature memory: preconditioned steepest descent with a unit
+        # step and gamma = 1 (a majorisation step under the bound), or a gradient step scaled to
+        # unit length on the first iteration.
+        reset = bad & has_hist
+        if bool(reset.any()):
+            rho[:, reset] = 0.0
+            gamma[reset] = 1.0
+        if pre is not None:
+            # Heads without history already got -P^{-1} g from the recursion above.
+            sd_dir = -pre.apply(g, gamma) if bool(reset.any()) else direction
+        else:
+            gnorm2 = g.norm(dim=1).clamp(min=1e-300)
+            sd_dir = -g / torch.where(has_hist, torch.ones_like(gnorm2), gnorm2)[:, None]
+        direction = torch.where(bad[:, None], sd_dir, direction)
+    return direction
+
+
+def _line_search(
+    prob: HeadObjective,
+    theta: torch.Tensor,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    phi: torch.Tensor,
+    direction: torch.Tensor,
+    gd: torch.Tensor,
+    active: torch.Tensor,
+    c1: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head backtracking Armijo search; each trial evaluates only the pending heads."""
+    k = theta.shape[0]
+    step = torch.where(active, torch.ones_like(f), torch.zeros_like(f))
+    pending = active.clone()
+    new_theta, new_f, new_g, new_phi = theta.clone(), f.clone(), g.clone(), phi.clone()
+    for _ in range(40):
+        idx = pending.nonzero().squeeze(1)
+        trial = torch.addcmul(theta[idx], step[idx, None], direction[idx])
+        ft, gt, pt = prob.value_and_grad(trial, None if idx.numel() == k else idx)
+        ok = torch.isfinite(ft) & (ft <= f[idx] + c1 * step[idx] * gd[idx])
+        acc = idx[ok]
+        new_theta[acc], new_f[acc], new_g[acc] = trial[ok], ft[ok], gt[ok]
+        new_phi[:, acc] = pt[:, ok]
+        pending[acc] = False
+        if not bool(pending.any()):
+            break
+        # Safeguarded quadratic interpolation, within [0.1, 0.5] of the current step.
+        rej, st, gdr = idx[~ok], step[idx[~ok]], gd[idx[~ok]]
+        denom = 2.0 * (ft[~ok] - f[rej] - gdr * st)
+        interp = torch.where(torch.isfinite(denom) & (denom > 0), -gdr * st * st / denom, 0.5 * st)
+        step[rej] = torch.minimum(torch.maximum(interp, 0.1 * st), 0.5 * st)
+    return new_theta, new_f, new_g, new_phi, pending
