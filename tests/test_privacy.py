@@ -249,3 +249,28 @@ def test_empirical_epsilon_bad_input():
         empirical_epsilon([0.1, 0.2], [True, False], confidence=1.5)
     with pytest.raises(MiascaleError):
         empirical_epsilon([0.1, 0.2], [True, False], simultaneous="yes")
+
+
+def test_empirical_epsilon_equals_the_maximum_over_every_vertex_on_a_large_roc():
+    # The search evaluates only vertices whose cheap upper bound can still win; the answer must
+    # be the maximum over all vertices, computed here at every vertex with scipy's beta.
+    from scipy.stats import beta
+
+    rng = np.random.default_rng(11)
+    labels = rng.random(40_000) < 0.5
+    scores = rng.normal(size=40_000) + 0.3 * labels
+    for delta, conf in ((0.0, 0.95), (1e-3, 0.9)):
+        res = empirical_epsilon(scores, labels, delta, conf)
+        order = np.argsort(-scores)
+        tp = np.cumsum(labels[order])
+        fp = np.cumsum(~labels[order])
+        p, n = int(labels.sum()), int((~labels).sum())
+        a = (1 - res.level) / 2
+        low = np.where(tp > 0, beta.ppf(a, tp, p - tp + 1), 0.0)
+        high = np.where(fp < n, beta.ppf(1 - a, fp + 1, n - fp), 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            eps_a = np.where(low - delta > 0, np.log((low - delta) / high), -np.inf)
+            eps_b = np.where(1 - delta - high > 0, np.log((1 - delta - high) / (1 - low)), -np.inf)
+        expected = max(float(eps_a.max()), float(eps_b.max()), 0.0)
+        assert expected > 0
+        assert res.epsilon_lb == pytest.approx(expected, rel=1e-9)
