@@ -317,3 +317,30 @@ def test_phi_rule_stops_heads_near_the_attack_statistics_of_the_optimum() -> Non
     assert np.median(err) < 0.02 and err.max() < 0.5
     off = train_heads(x, y, mask[:3], c, HeadConfig(tol=1e-10))  # K < 4: no spread, rule off
     assert not off.phi_stopped.any()
+
+
+@pytest.mark.parametrize("standardize", ("pool", "none"))
+def test_fewer_examples_than_dimensions_trains_exactly_in_the_pools_span(standardize) -> None:
+    # N < D: the heads are trained on the pool's coordinates in its span (r = N - 1 dims) and
+    # lifted back; the optimum is the full-space one (scipy on all D dims, one head at a time)
+    from miascale.training.span import pool_span
+
+    rng = np.random.default_rng(7)
+    k, n, d, c = 5, 40, 100, 4
+    y = np.repeat(np.arange(c), n // c)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 2, size=d) + rng.normal(size=(c, d))[y]
+    mask = np.zeros((k, n), dtype=bool)
+    for i in range(k):
+        mask[i, rng.permutation(n)[: n // 2]] = True
+    assert pool_span(x, standardize).rank == n - 1
+    assert pool_span(x, "subset") is None
+    cfg = HeadConfig(l2=1e-2, tol=1e-9, max_iter=5000, phi_tol=0.0, standardize=standardize)
+    heads = train_heads(x, y, mask, c, cfg)
+    assert heads.converged.all() and (heads.final_grad_norm < cfg.tol).all()
+    for i in range(k):
+        w, b = train_head_single(x[mask[i]], y[mask[i]], c, cfg, pool_features=x)
+        assert _rel(heads.weights[i], w) < 1e-4
+        assert _rel(heads.bias[i], b) < 1e-4
+    fast = train_heads(x, y, mask, c, HeadConfig(l2=1e-2, standardize=standardize))
+    p_fast = _softmax(head_logits(fast, x))
+    assert np.abs(p_fast - _softmax(head_logits(heads, x))).max() < 0.05

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -67,6 +67,7 @@ from miascale.errors import MiascaleError
 from miascale.training.adam import adam
 from miascale.training.lbfgs import LbfgsOptions, minimize
 from miascale.training.objective import STD_FLOOR, HeadObjective
+from miascale.training.span import PoolSpan, pool_span
 
 __all__ = [
     "STD_FLOOR",
@@ -333,6 +334,9 @@ def train_heads(
     except (RuntimeError, TypeError) as exc:
         raise MiascaleError(f"unknown torch device {device!r}: {exc}") from exc
     with torch.no_grad():
+        span = pool_span(x, config.standardize) if config.optimizer == "lbfgs" else None
+        if span is not None:
+            return _train_in_span(span, y, mask, n_classes, config, dev, progress)
         prob = HeadObjective(
             x, y, mask, n_classes, config.l2, _DTYPES[config.dtype], dev, config.standardize
         )
@@ -356,6 +360,33 @@ def train_heads(
         converged=(gn_np < config.tol) | phi_np,
         final_grad_norm=gn_np,
         phi_stopped=phi_np,
+    )
+
+
+def _train_in_span(
+    span: PoolSpan,
+    y: np.ndarray,
+    mask: np.ndarray,
+    n_classes: int,
+    config: HeadConfig,
+    dev: torch.device,
+    progress: Callable[[int, float], object] | None,
+) -> TrainedHeads:
+    """The same heads, trained on the pool's coordinates in its span (:mod:`.span`)."""
+    dtype = _DTYPES[config.dtype]
+    prob = HeadObjective(span.coords, y, mask, n_classes, config.l2, dtype, dev, "none")
+    opts = replace(_lbfgs_options(config), tol=span.reduced_tol(config.tol))
+    res = minimize(prob, opts, progress)
+    weights, bias = span.lift(*prob.to_original(res.theta))
+    gn = span.grad_norm(prob.value_and_grad(res.theta)[1], n_classes)
+    phi = res.phi_stopped.cpu().numpy().astype(bool)
+    return TrainedHeads(
+        weights=weights,
+        bias=bias,
+        n_iter=int(res.n_iter),
+        converged=(gn < config.tol) | phi,
+        final_grad_norm=gn,
+        phi_stopped=phi,
     )
 
 

@@ -60,6 +60,11 @@ def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(lam, device=a.device), torch.as_tensor(u, device=a.device)
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of two (K, P) tensors, as a batched GEMV (no (K, P) temporary)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
 def max_abs_rows(g: torch.Tensor) -> torch.Tensor:
     return g.abs().amax(dim=1)
 
@@ -233,7 +238,7 @@ def _run(
                 return theta, n_iter, gn, done, True
         n_iter = it
         direction = _direction(g, s_hist, y_hist, rho, gamma, has_hist, pos, pre)
-        gd = (g * direction).sum(dim=1)
+        gd = _rowdot(g, direction)
         new_theta, new_f, new_g, new_phi, failed = _line_search(
             prob, theta, f, g, phi, direction, gd, active, c1
         )
@@ -253,8 +258,8 @@ def _run(
         moved = active & ~failed
         s = new_theta - theta
         yv = new_g - g
-        sy = (s * yv).sum(dim=1)
-        yy = (yv * yv).sum(dim=1)
+        sy = _rowdot(s, yv)
+        yy = _rowdot(yv, yv)
         good = moved & (sy > 1e-12 * yy.sqrt() * s.norm(dim=1)) & (yy > 0)
         # Slots with rho = 0 are ignored by the two-loop recursion, so store pairs as they are.
         s_hist[pos] = s
@@ -266,7 +271,7 @@ def _run(
             dc = prob.d * prob.c
             y_data = yv.clone()
             y_data[:, :dc].add_(s[:, :dc], alpha=-prob.l2)
-            data_sy = (s * y_data).sum(dim=1)
+            data_sy = _rowdot(s, y_data)
             ratio = pre.inverse_bound_curvature(y_data) / data_sy.clamp(min=1e-300)
             upd = good & (data_sy > 0) & torch.isfinite(ratio) & (ratio > 0)
             gamma = torch.where(upd, ratio.clamp(min=1e-8, max=2.0), gamma)
@@ -304,15 +309,15 @@ def _direction(
     alphas = []
     for j in range(m):
         slot = (pos - 1 - j) % m
-        a = rho[slot] * (s_hist[slot] * q).sum(dim=1)
+        a = rho[slot] * _rowdot(s_hist[slot], q)
         q.addcmul_(a[:, None], y_hist[slot], value=-1.0)
         alphas.append((slot, a))
     q = pre.apply(q, gamma) if pre is not None else q.mul_(gamma[:, None])
     for slot, a in reversed(alphas):
-        b = rho[slot] * (y_hist[slot] * q).sum(dim=1)
+        b = rho[slot] * _rowdot(y_hist[slot], q)
         q.addcmul_((a - b)[:, None], s_hist[slot])
     direction = -q
-    bad = ~((g * direction).sum(dim=1) < 0) | ~has_hist
+    bad = ~(_rowdot(g, direction) < 0) | ~has_hist
     if bool(bad.any()):
         # Heads without (usable) curvature memory: preconditioned steepest descent with a unit
         # step and gamma = 1 (a majorisation step under the bound), or a gradient step scaled to
