@@ -243,3 +243,26 @@ def test_study_cli_end_to_end(tmp_path):
 def test_study_dataset_run_names():
     d = StudyDataset("npz:/tmp/some dir/f.npz", "hf:org/model", (2,), (1,))
     assert "/" not in d.run_name and " " not in d.run_name and d.label.endswith("/hf:org/model")
+
+
+def test_slope_test_rejects_different_slopes_and_not_equal_ones():
+    # two datasets on a grid of S and C, known laws plus noise of the stated standard error
+    from miascale.study_slopes import slope_test
+
+    rng = np.random.default_rng(0)
+    shots = np.tile(np.repeat([8, 16, 32, 64, 128, 256], 3), 2)
+    classes = np.tile([2, 5, 10], 12)
+    labels = ["a"] * 18 + ["b"] * 18
+    se = np.full(36, 0.03)
+    rejections = {0.0: 0, 0.2: 0}
+    for diff in rejections:
+        for _ in range(100):
+            slope = np.where(np.array(labels) == "a", -0.5, -0.5 - diff)
+            y = slope * np.log10(shots) + 0.15 * np.log10(classes) + rng.normal(0, 0.03, 36)
+            t = slope_test(labels, shots, classes, y, se)
+            assert t.df_num == 1 and t.df_den == 36 - 5
+            rejections[diff] += bool(t.separate)
+    assert rejections[0.0] <= 12  # about 5% of 100 at alpha 0.05
+    assert rejections[0.2] == 100
+    one = slope_test(["a"] * 6, shots[:6], None, np.zeros(6), se[:6])
+    assert one.separate is None and "one dataset" in one.verdict()

@@ -24,13 +24,9 @@ Intercept test
 
 Out-of-sample errors
     The law is refitted without a group of cells and predicts them: *leave one dataset out*
-    (shared-intercept law: a left-out dataset's intercept is unknown) and *leave one C out* (every
-    cell with that number of classes, across datasets; both the shared-intercept law and the law
-    with dataset intercepts). Errors are measured minus predicted ``log10`` advantage (RMSE, mean
-    absolute error, mean error) and each prediction has a prediction interval for a new measured
-    cell, ``pred ± q · sqrt(x' Sigma x + max(1, s^2) · se_y^2)`` (``Sigma`` and the reduced
-    chi-square ``s^2`` of the refit, ``se_y`` the cell's own error, ``q`` Student-t at the refit's
-    degrees of freedom); ``coverage`` is the share of left-out cells inside their interval.
+    (shared-intercept law) and *leave one C out* (both laws); RMSE, mean absolute and mean error
+    of ``log10`` advantage, and the share of left-out cells inside their 95% prediction
+    intervals (the formula: docs/study.md). The slope test: :mod:`miascale.study_slopes`.
 
 Everything here is pure (no I/O); results are frozen dataclasses with ``to_dict``/``from_dict``.
 """
@@ -49,6 +45,7 @@ from miascale.errors import MiascaleError
 from miascale.fit_rules import wls_fit
 from miascale.plan_results import _f
 from miascale.scaling import FitPoint, LevelFit, ScalingFit, fit_power_law, tail_rows
+from miascale.study_slopes import SlopeTest, slope_test
 
 SCHEMA_VERSION = 1
 ALPHA = 0.05
@@ -339,6 +336,7 @@ class StudyLevel:
     lodo: HoldoutSet | None = None
     loco: HoldoutSet | None = None  # shared intercept
     loco_separate: HoldoutSet | None = None  # dataset intercepts
+    slopes: SlopeTest | None = None  # one beta_S per dataset? (miascale.study_slopes)
 
     @property
     def key(self) -> tuple[str, str, float]:
@@ -354,6 +352,8 @@ class StudyLevel:
             "intercepts": self.intercepts.to_dict(),
             "intercept_verdict": self.intercepts.verdict(),
             "lodo": h(self.lodo), "loco": h(self.loco), "loco_separate": h(self.loco_separate),
+            "slopes": None if self.slopes is None else self.slopes.to_dict(),
+            "slope_verdict": None if self.slopes is None else self.slopes.verdict(),
         }  # fmt: skip
 
     @classmethod
@@ -367,6 +367,7 @@ class StudyLevel:
                 per_dataset=tuple((str(n), LevelFit.from_dict(x)) for n, x in d["per_dataset"]),
                 intercepts=InterceptTest.from_dict(d["intercepts"]),
                 lodo=h(d.get("lodo")), loco=h(d.get("loco")), loco_separate=h(d.get("loco_separate")),
+                slopes=SlopeTest.from_dict(d["slopes"]) if d.get("slopes") else None,
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise MiascaleError(f"study_fit.json is not a study fit ({exc!r}).") from None
@@ -393,6 +394,8 @@ def _level(
         lodo=holdout(pts, use_c, "dataset", SHARED, confidence),
         loco=holdout(pts, use_c, "classes", SHARED, confidence) if use_c else None,
         loco_separate=holdout(pts, use_c, "classes", SEPARATE, confidence) if use_c else None,
+        slopes=slope_test([group_label(p.dataset, p.backbone) for p in pts], [p.shots for p in pts],
+                          [p.classes for p in pts] if use_c else None, *_yse(pts), alpha=alpha),
     )  # fmt: skip
 
 

@@ -39,6 +39,8 @@ def level_line(lv: StudyLevel) -> str:
         text += f", β_C = {fmt_coef(p.beta_c, p.ci_c)}"
     text += f", β_0 = {fmt_coef(p.beta_0, p.ci_0)}, R² {fmt_num(p.r_squared)}, {p.n_points} cells"
     text += f" ({len(p.excluded)} excluded). {lv.intercepts.verdict()}"
+    if lv.slopes is not None:
+        text += f" {lv.slopes.verdict()}"
     for name, h in (("leave-one-dataset-out", lv.lodo), ("leave-one-C-out", lv.loco)):
         if h is not None and h.rmse is not None:
             text += (f" {name}: RMSE {h.rmse:.3f}, MAE {h.mae:.3f} (log10), coverage "
