@@ -875,7 +875,8 @@ def sweep(
 _StudyConfig = Annotated[
     Path | None,
     typer.Option(
-        "--config", help="A TOML file whose datasets table array replaces the preset (see docs/study.md)."
+        "--config",
+        help="A TOML file whose datasets table array replaces the preset (see docs/study.md).",
     ),
 ]
 _Only = Annotated[str | None, typer.Option("--only", help="Run only these datasets (comma list).")]
