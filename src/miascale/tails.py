@@ -155,7 +155,10 @@ def _moments(s: np.ndarray, m: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, n
         var = np.clip(ss, 0.0, None) / np.maximum(df, 1.0)
         present = (w > 0).astype(np.float64)  # a model drawn twice is still one model
         ok = (present @ mf >= 2) & (present @ of >= 2)
-        pool = np.nanmean(np.where(ok, var, np.nan), axis=-1, keepdims=True)
+        # pooled variance over the usable examples (NaN, without a warning, when a replicate
+        # leaves none; _summaries then skips that replicate)
+        n_ok = ok.sum(axis=-1, keepdims=True)
+        pool = np.where(ok, var, 0.0).sum(axis=-1, keepdims=True) / np.where(n_ok, n_ok, np.nan)
         shrunk = (SHRINK_DF * pool + df * var) / (SHRINK_DF + df)
         d = np.where(ok, (mu_in - mu_out) / np.sqrt(np.maximum(shrunk, 1e-300)), np.nan)
     return d, ok
@@ -234,7 +237,11 @@ def tails(
         idx = rng.integers(0, n, size=(b, n))
         reps.append(stat(w, idx))
     boot = np.concatenate(reps, axis=0)
-    se = np.nanstd(boot, axis=0, ddof=1)
+    n_fin = np.isfinite(boot).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # fewer than 2 finite replicates: NaN
+        mean = np.where(np.isfinite(boot), boot, 0.0).sum(axis=0) / n_fin
+        dev = np.where(np.isfinite(boot), boot - mean, 0.0)
+        se = np.where(n_fin >= 2, np.sqrt((dev * dev).sum(axis=0) / (n_fin - 1)), np.nan)
 
     n_in = float(np.median(m.sum(axis=0)))
     n_out = float(np.median((~m).sum(axis=0)))
