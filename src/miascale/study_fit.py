@@ -45,7 +45,7 @@ from miascale.errors import MiascaleError
 from miascale.fit_rules import wls_fit
 from miascale.plan_results import _f
 from miascale.scaling import FitPoint, LevelFit, ScalingFit, fit_power_law, tail_rows
-from miascale.study_slopes import SlopeTest, slope_test
+from miascale.study_slopes import NestedTest, SlopeTest, nested_f, slope_test
 
 SCHEMA_VERSION = 1
 ALPHA = 0.05
@@ -106,19 +106,9 @@ class _Plain:
 
 
 @dataclass(frozen=True)
-class InterceptTest(_Plain):
-    """Does one intercept serve every dataset? (module docstring). ``separate`` is ``None`` when
-    the test could not be made (``reason`` says why)."""
+class InterceptTest(_Plain, NestedTest):
+    """Does one intercept serve every dataset? (module docstring)."""
 
-    datasets: tuple[str, ...]
-    n_points: int
-    separate: bool | None = None
-    reason: str | None = None
-    f: float | None = None
-    df_num: int | None = None
-    df_den: int | None = None
-    p_value: float | None = None
-    alpha: float = ALPHA
     rss_shared: float | None = None
     rss_separate: float | None = None
     # the law with dataset intercepts: ((dataset, beta_0, low, high), ...), common slopes
@@ -135,7 +125,7 @@ class InterceptTest(_Plain):
         """The answer in words, with its evidence."""
         if self.separate is None:
             return f"The intercept test was not made: {self.reason}."
-        ev = f"F = {self.f:.3g} on ({self.df_num}, {self.df_den}) df, p = {self.p_value:.3g}"
+        ev = self.evidence()
         if self.separate:
             return (
                 f"Each dataset needs its own intercept ({ev} < {self.alpha:g}): at equal S and C "
@@ -235,15 +225,10 @@ def intercept_test(
         )
     if np.linalg.matrix_rank(x_f) < p_f or np.linalg.matrix_rank(x_r) < x_r.shape[1]:
         return InterceptTest(**base, reason="the cells do not vary enough in shots and classes")
-    shared, sep = wls_fit(x_r, y, se, confidence), wls_fit(x_f, y, se, confidence)
-    rss_r, rss_f = _wrss(x_r, y, se, shared.params), _wrss(x_f, y, se, sep.params)
-    df_num, df_den = k - 1, len(points) - p_f
-    f = max(rss_r - rss_f, 0.0) / df_num / max(1.0, rss_f / df_den)
-    p = float(stats.f.sf(f, df_num, df_den))
+    test, _, sep, rss_r, rss_f = nested_f(x_r, x_f, y, se, alpha)
     c = sep.ci
     return InterceptTest(
-        **base, separate=bool(p < alpha), f=f, df_num=df_num, df_den=df_den, p_value=p,
-        rss_shared=rss_r, rss_separate=rss_f,
+        **base, **test, rss_shared=rss_r, rss_separate=rss_f,
         intercepts=tuple((d, float(sep.params[i]), float(c[i, 0]), float(c[i, 1]))
                          for i, d in enumerate(labels)),
         beta_s=float(sep.params[k]), ci_s=(float(c[k, 0]), float(c[k, 1])),

@@ -24,8 +24,9 @@ from miascale.fit_rules import wls_fit
 
 
 @dataclass(frozen=True)
-class SlopeTest:
-    """``separate`` is ``None`` when the test could not be made (``reason`` says why)."""
+class NestedTest:
+    """A nested-model F-test between datasets' laws; ``separate`` is ``None`` when it could not
+    be made (``reason`` says why)."""
 
     datasets: tuple[str, ...]
     n_points: int
@@ -37,6 +38,28 @@ class SlopeTest:
     p_value: float | None = None
     alpha: float = 0.05
 
+    def evidence(self) -> str:
+        return f"F = {self.f:.3g} on ({self.df_num}, {self.df_den}) df, p = {self.p_value:.3g}"
+
+
+def nested_f(x_r: np.ndarray, x_f: np.ndarray, y: np.ndarray, se: np.ndarray, alpha: float):
+    """Weighted fits of the reduced and the full design, and the F-test between them:
+    ``(fields of NestedTest, fit_reduced, fit_full, rss_reduced, rss_full)``."""
+    fits = [wls_fit(x, y, se, 0.95) for x in (x_r, x_f)]
+    rss = [
+        float((((y - x @ f.params) / se) ** 2).sum()) for x, f in zip((x_r, x_f), fits, strict=True)
+    ]
+    df_num, df_den = x_f.shape[1] - x_r.shape[1], len(y) - x_f.shape[1]
+    f = max(rss[0] - rss[1], 0.0) / df_num / max(1.0, rss[1] / df_den)
+    p = float(stats.f.sf(f, df_num, df_den))
+    test = {"separate": bool(p < alpha), "f": f, "df_num": df_num, "df_den": df_den, "p_value": p}
+    return test, fits[0], fits[1], rss[0], rss[1]
+
+
+@dataclass(frozen=True)
+class SlopeTest(NestedTest):
+    """Does one beta_S serve every dataset? (module docstring)."""
+
     def to_dict(self) -> dict:
         return dict(self.__dict__, datasets=list(self.datasets))
 
@@ -47,13 +70,13 @@ class SlopeTest:
     def verdict(self) -> str:
         if self.separate is None:
             return f"The slope test was not made: {self.reason}."
-        ev = f"F = {self.f:.3g} on ({self.df_num}, {self.df_den}) df, p = {self.p_value:.3g}"
         if self.separate:
             return (
-                f"The datasets fall with S at different rates ({ev} < {self.alpha:g}): the "
-                f"pooled β_S is a compromise between their laws, not one law they share."
+                f"The datasets fall with S at different rates ({self.evidence()} < "
+                f"{self.alpha:g}): the pooled β_S is a compromise between their laws, not one law "
+                f"they share."
             )
-        return f"One β_S serves all datasets ({ev} >= {self.alpha:g})."
+        return f"One β_S serves all datasets ({self.evidence()} >= {self.alpha:g})."
 
 
 def _design(labels: list[str], s: np.ndarray, c: np.ndarray | None, datasets, own_slope: bool):
@@ -85,11 +108,4 @@ def slope_test(
     p_f = x_f.shape[1]
     if len(labels) <= p_f or np.linalg.matrix_rank(x_f) < p_f:
         return SlopeTest(**base, reason=f"{len(labels)} cells do not pin down {p_f} coefficients")
-    fits = [wls_fit(x, y, se, 0.95) for x in (x_r, x_f)]
-    rss = [
-        float((((y - x @ f.params) / se) ** 2).sum()) for x, f in zip((x_r, x_f), fits, strict=True)
-    ]
-    df_num, df_den = k - 1, len(labels) - p_f
-    f = max(rss[0] - rss[1], 0.0) / df_num / max(1.0, rss[1] / df_den)
-    p = float(stats.f.sf(f, df_num, df_den))
-    return SlopeTest(**base, separate=bool(p < alpha), f=f, df_num=df_num, df_den=df_den, p_value=p)
+    return SlopeTest(**base, **nested_f(x_r, x_f, y, se, alpha)[0])
