@@ -158,17 +158,19 @@ def main() -> None:
     objective_mod.HeadObjective.__init__ = original  # type: ignore[method-assign]
     prob = captured["prob"]
     n_evals = prob.n_evals
+    # the problem as trained: with N < D the heads train on r <= N - 1 span coordinates
+    d_run = prob.d
     kc = k * n_classes
     # each evaluation is two GEMMs over the heads it evaluates (a line-search trial evaluates
     # only the heads whose step is pending)
-    flops = prob.n_head_evals * n_classes * 2 * (2.0 * n * d) + 2 * (2.0 * k * n * d)
+    flops = prob.n_head_evals * n_classes * 2 * (2.0 * n * d_run) + 2 * (2.0 * k * n * d_run)
     pre = prob.preconditioner
     rank, n_apply, n_curv = 0, 0, 0
     if pre is not None:
         rank, n_apply, n_curv = pre.rank, pre.n_apply, pre.n_curv
-        m_eig = min(n, d)
-        flops += 2.0 * n * d * m_eig + 4.0 / 3.0 * m_eig**3  # covariance/Gram + eigh (approx.)
-        flops += (2 * n_apply + n_curv) * (2.0 * d * rank * kc)
+        m_eig = min(n, d_run)
+        flops += 2.0 * n * d_run * m_eig + 4.0 / 3.0 * m_eig**3  # covariance/Gram + eigh (approx.)
+        flops += (2 * n_apply + n_curv) * (2.0 * d_run * rank * kc)
     gflops = flops / t_ours / 1e9
     p_ours = softmax(head_logits(trained, x))
 
@@ -188,13 +190,13 @@ def main() -> None:
         max_dp = max(max_dp, float(np.abs(p_sk - p_ours[i]).max()))
     t_sk = (time.perf_counter() - t0) * k / n_sk
 
-    same32 = same_shape_rate(n, d, kc)
+    same32 = same_shape_rate(n, d_run, kc)
     peak32 = matmul_rate(torch.float32)
     peak64 = matmul_rate(torch.float64)
     threads = torch.get_num_threads()
 
     print(
-        f"pool: {source}, N={n}, D={d}, C={n_classes}, K={k}, l2={args.l2}, tol={args.tol}, "
+        f"pool: {source}, N={n}, D={d} (trained on {d_run}), C={n_classes}, K={k}, l2={args.l2}, tol={args.tol}, "
         f"dtype={args.dtype}, torch threads={threads}"
     )
     print()

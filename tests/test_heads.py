@@ -259,9 +259,18 @@ def test_fallback_to_plain_lbfgs_reaches_same_optimum(pool, exact_heads, monkeyp
 
     monkeypatch.setattr(lbfgs_mod, "CRAWL_WINDOW", 3)
     monkeypatch.setattr(lbfgs_mod, "CRAWL_FACTOR", 1e12)
+    phases: list[bool] = []  # the precondition flag of each phase actually run
+    run = lbfgs_mod._run
+
+    def recording(prob, opts, theta, done, precondition, it0, progress):  # type: ignore[no-untyped-def]
+        phases.append(precondition)
+        return run(prob, opts, theta, done, precondition, it0, progress)
+
+    monkeypatch.setattr(lbfgs_mod, "_run", recording)
     x, y, mask = pool
     seen: list[int] = []
     mixed = train_heads(x, y, mask, C, EXACT, progress=lambda it, g: seen.append(it))
+    assert phases == [True, False]
     assert mixed.converged.all() and mixed.n_iter > 3
     assert seen == list(range(1, mixed.n_iter + 1))  # iterations numbered across both phases
     assert _rel(mixed.weights, exact_heads.weights) < 1e-4

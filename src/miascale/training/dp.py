@@ -492,5 +492,6 @@ def dp_head_logits(
         n_iter=heads.n_iter,
         converged=np.zeros(k, dtype=bool),
         final_grad_norm=np.full(k, np.nan),
+        phi_stopped=np.zeros(k, dtype=bool),
     )
     return head_logits(plain, x, batch_size)

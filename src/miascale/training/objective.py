@@ -42,7 +42,6 @@ class HeadObjective:
         xc64 = torch.as_tensor(x - self.center, dtype=f64, device=device)
         m = torch.as_tensor(mask, dtype=f64, device=device)
         counts = m.sum(dim=1)
-        self.counts = counts
         inv_n = 1.0 / counts.clamp(min=1.0)
         self.standardized = standardize != "none"
         if standardize == "subset":
@@ -68,8 +67,8 @@ class HeadObjective:
         self.inv_sd_t = self.inv_sd.t().contiguous()  # (D, K)
         self.mu_c_t = mu.t().contiguous()  # (D, K)
         self.xc64 = xc64
-        self.weight = m * inv_n[:, None]  # (K, N) per-example weights 1/n_k on T_k
-        self.weight_t = self.weight.t().contiguous()  # (N, K)
+        # (N, K) per-example weights 1/n_k on T_k
+        self.weight_t = (m * inv_n[:, None]).t().contiguous()
         self.y = torch.as_tensor(y, device=device)
         self.onehot = torch.nn.functional.one_hot(self.y, n_classes).to(f64)  # (N, C)
         self.n_params = d * n_classes + n_classes
