@@ -1,5 +1,6 @@
-"""Result types of predictions and plans, and the (epsilon, delta) region (see
-:mod:`miascale.planning` for the contract; this module holds the data, that one the maths)."""
+"""Result types of predictions and plans (:class:`Coefficients`, :class:`Prediction`,
+:class:`Plan`) and the small number helpers they share; the maths is in :mod:`miascale.planning`,
+the contract in ``docs/design/scaling.md``."""
 
 from __future__ import annotations
 
@@ -158,7 +159,7 @@ class Prediction:
     """The law evaluated at ``(shots, classes)``; ``tpr`` is clipped to 1 (``clipped`` says so).
 
     The intervals (at ``confidence``) are ``None`` when the coefficients carry no covariance.
-    ``trustworthy`` is False when ``warnings`` is non-empty (see the module docstring).
+    ``trustworthy`` is False when ``warnings`` is non-empty (``docs/design/scaling.md``).
     """
 
     shots: float
@@ -206,7 +207,7 @@ class Plan:
 
     ``shots_ci`` is the ``confidence`` interval of the real ``S`` at which the law reaches the
     target (``(S_low, S_high)``, ``S_high`` possibly ``inf``; ``None`` without a covariance).
-    ``trustworthy`` is False when ``warnings`` is non-empty (see the module docstring).
+    ``trustworthy`` is False when ``warnings`` is non-empty (``docs/design/scaling.md``).
     ``relation`` is the membership game's neighbouring relation; ``bound_epsilon`` and
     ``bound_delta`` the guarantee the target was computed from (``epsilon``, ``delta`` for
     ``"add_remove"``; group privacy of the add/remove ``epsilon``, ``delta`` for
@@ -254,65 +255,3 @@ class Plan:
             "trustworthy": bool(self.trustworthy),
             "warnings": list(self.warnings),
         }
-
-
-# ----------------------------------------------------------------------------------------------
-# The (epsilon, delta) region
-# ----------------------------------------------------------------------------------------------
-
-
-def _dp_args(fpr: Any, epsilon: Any, delta: Any) -> tuple[float, float, float]:
-    if not _is_number(fpr) or not (0.0 <= float(fpr) <= 1.0):
-        raise MiascaleError(f"fpr must be a number in [0, 1], got {fpr!r}.")
-    if not _is_number(epsilon) or not (math.isfinite(float(epsilon)) and float(epsilon) >= 0):
-        raise MiascaleError(f"epsilon must be a finite number >= 0, got {epsilon!r}.")
-    if not _is_number(delta) or not (0.0 <= float(delta) <= 1.0):
-        raise MiascaleError(f"delta must be a number in [0, 1], got {delta!r}.")
-    return float(fpr), float(epsilon), float(delta)
-
-
-def _check_relation(relation: Any) -> str:
-    from miascale.privacy import _check_relation
-
-    return _check_relation(relation)
-
-
-def _bound_args(epsilon: float, delta: float, relation: str) -> tuple[float, float]:
-    """The ``(epsilon, delta)`` the bound uses for an add/remove guarantee (module docstring)."""
-    if _check_relation(relation) == "add_remove":
-        return epsilon, delta
-    from miascale.privacy import replace_one_from_add_remove
-
-    eps, d = replace_one_from_add_remove(epsilon, delta)
-    return eps, min(d, 1.0)  # delta >= 1 says nothing: the bound allows TPR 1
-
-
-def dp_max_advantage(
-    fpr: float, epsilon: float, delta: float = 0.0, relation: str = "add_remove"
-) -> float:
-    """The largest ``TPR - FPR`` an ``(epsilon, delta)``-DP mechanism allows at ``fpr``.
-
-    ``min((e^epsilon - 1) * FPR + delta, (1 - e^-epsilon) * (1 - FPR) + delta * e^-epsilon)``,
-    i.e. :func:`dp_max_tpr` minus ``fpr``, computed without cancellation. Not clipped: a value
-    ``>= 1 - fpr`` means the bound allows TPR 1 (it says nothing at this FPR). With
-    ``relation="replace_one"`` the add/remove ``(epsilon, delta)`` is first converted to
-    ``(2 epsilon, min(1, (1 + e^epsilon) delta))`` for a replace-one game (module docstring).
-    """
-    fpr, eps, delta = _dp_args(fpr, epsilon, delta)
-    eps, delta = _bound_args(eps, delta, relation)
-    first = delta if fpr == 0.0 else (math.inf if eps > 700 else math.expm1(eps)) * fpr + delta
-    second = -math.expm1(-eps) * (1.0 - fpr) + delta * math.exp(-eps)
-    return min(first, second)
-
-
-def dp_max_tpr(
-    fpr: float, epsilon: float, delta: float = 0.0, relation: str = "add_remove"
-) -> float:
-    """The largest TPR at ``fpr`` inside the ``(epsilon, delta)``-DP region (both branches).
-
-    ``min(e^epsilon * FPR + delta, 1 - e^-epsilon * (1 - delta - FPR))``: the first branch is the
-    bound on the test itself, the second the same bound on its complement
-    (``1 - FPR <= e^epsilon * (1 - TPR) + delta``). Not clipped to 1. ``relation`` as in
-    :func:`dp_max_advantage`.
-    """
-    return float(fpr) + dp_max_advantage(fpr, epsilon, delta, relation)
