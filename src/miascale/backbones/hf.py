@@ -8,7 +8,7 @@
 - Other text models: mean of the last hidden states over non-padding tokens.
 
 Weights download from the Hugging Face hub on first use (into its own cache); a local folder works
-offline.
+offline. FiLM fine-tunes vision models only (the affine parameters of every normalisation layer).
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from miascale.backbones.base import BackboneSpec, Extractor, images_to_tensor
+from miascale.backbones.base import (
+    BackboneSpec,
+    Extractor,
+    FilmAdapter,
+    Registration,
+    images_to_tensor,
+)
 from miascale.backbones.text import SentenceTransformerExtractor, quiet_transformers
 from miascale.errors import MiascaleError
 
@@ -79,14 +85,17 @@ class HFVision(Extractor):
             pass
         self.interpolate = spec.resolution != int(self.model.config.image_size)
 
+    def features(self, model, x):
+        """The final [CLS] token of ``model`` on pixels x: (B, 3, R, R) -> (B, D)."""
+        kwargs = {"interpolate_pos_encoding": True} if self.interpolate else {}
+        return model(pixel_values=x, **kwargs).last_hidden_state[:, 0]
+
     def embed(self, batch: Sequence) -> np.ndarray:
         import torch
 
         x = images_to_tensor(batch, self.spec.resolution, self.mean, self.std).contiguous()
-        kwargs = {"interpolate_pos_encoding": True} if self.interpolate else {}
         with torch.inference_mode():
-            out = self.model(pixel_values=x.to(self.device), **kwargs)
-        return out.last_hidden_state[:, 0].float().cpu().numpy()
+            return self.features(self.model, x.to(self.device)).float().cpu().numpy()
 
 
 class HFText(Extractor):
@@ -122,3 +131,19 @@ def load(model_id: str, spec: BackboneSpec, device: str = "cpu") -> Extractor:
 
         return SentenceTransformerExtractor(SentenceTransformer(model_id, device=device), spec)
     return HFText(model_id, spec, device)
+
+
+def film_adapter(spec: BackboneSpec) -> FilmAdapter:
+    """A vision model for FiLM: every normalisation layer's affine parameters, [CLS] features."""
+    quiet_transformers()
+    ex = HFVision(spec.name[3:], spec, "cpu")
+    return FilmAdapter(module=ex.model, features=ex.features, mean=ex.mean, std=ex.std)
+
+
+BACKBONE = Registration(
+    name="hf:",
+    help="Hugging Face vision or text model (downloads on first use) or a local folder",
+    spec=lambda name, resolution: spec(name[3:], resolution),
+    load=lambda s, device: load(s.name[3:], s, device),
+    film=film_adapter,
+)

