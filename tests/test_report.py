@@ -194,8 +194,8 @@ def test_plan_values_match_scaling_plan(tmp_path):
     if p.trustworthy:  # the number with its interval
         lo, hi = (format_shots(v) for v in p.shots_ci)
         assert f'{format_shots(p.shots)} <span class="muted">[{lo}, {hi}]</span>' in text
-    else:  # no number: a note says why, in words
-        assert html.escape(plan_sentence(p), quote=True) in text
+    else:  # no number: a note says why, in words (the page escapes it: compare the text)
+        assert plan_sentence(p) in html.unescape(text)
     lf1 = fit_power_law(rows).level("lira", "online", 0.1)
     p1 = plan(lf1, 0.1, 10, epsilon=1.0)
     assert p.trustworthy or p1.trustworthy  # the synthetic law is clean enough for one plan
@@ -309,3 +309,58 @@ def test_classes_term_and_unfittable_level(tmp_path):
     assert "insufficient points" in text and "TPR &lt;= FPR" in text
     assert "C = 20, the largest number of classes" in text
     assert len(_pngs(text)) >= 3
+
+
+def test_one_section_list_drives_navigation_and_body(tmp_path):
+    from miascale.report.html import SECTIONS, load_run, render_report
+
+    run_dir = tmp_path / "run"
+    _make_run(run_dir, artifacts=False, seeds=(0,))
+    run = load_run(run_dir)
+    text = render_report(run)
+    _check_html(text)
+    shown = [s for s in SECTIONS if s.applies(run)]
+    head = text.split("<section", 1)[0]
+    assert re.findall(r'<a href="#([\w-]+)">', head) == [s.id for s in shown if s.nav]
+    assert re.findall(r'<section id="([\w-]+)">', text) == [s.id for s in shown]
+    ids = [s.id for s in shown]
+    assert "attacks" in ids  # two attack variants
+    assert "theory" not in ids and "privacy" not in ids  # no theory.json, no DP cells
+    assert len({s.id for s in SECTIONS}) == len(SECTIONS)
+
+
+def test_templates_and_css_are_package_data():
+    from importlib import resources
+
+    from miascale.report.templating import css, environment
+
+    root = resources.files("miascale.report")
+    assert "td.num" in (root / "static" / "report.css").read_text("utf-8") and "td.num" in css()
+    env = environment()
+    assert env.autoescape("page.html.j2") and env.autoescape("sections/plan.html.j2")
+    for name in env.list_templates():
+        env.get_template(name)  # every template parses
+
+
+def test_dp_cells_get_the_privacy_section_and_bound_figure(tmp_path):
+    run_dir = tmp_path / "run"
+    spec = SweepSpec(datasets=("toy",), backbones=("identity",), shots=(2, 8), classes=(10,),
+                     seeds=(0,), variants=("lira-online",), shadow_models=8, fpr=(0.1, 0.01),
+                     epsilons=(None, 2.0))  # fmt: skip
+    rng = np.random.default_rng(3)
+    game = {"accountant_epsilon": 1.98, "delta": 1e-3, "epsilon_game": 3.9, "delta_game": 1e-3,
+            "relation": "replace_one"}  # fmt: skip
+    with ResultStore.open(run_dir, spec.to_dict()) as store:
+        for cell in expand(spec):
+            rows = [r for r in _rows_for(cell, rng) if r["variant"] == "online"]
+            for r in rows:
+                r["empirical_epsilon"] = 0.4
+                if cell.epsilon is not None:
+                    r.update(epsilon=cell.epsilon, **game)
+            _write_signals(run_dir / "cells" / cell.cell_id, rng, cell.shots)
+            store.record_cell(cell, rows, 0.1, f"cells/{cell.cell_id}")
+    text = build_report(run_dir).read_text(encoding="utf-8")
+    _check_html(text)
+    assert '<a href="#privacy">Privacy</a>' in text and '<section id="privacy">' in text
+    assert "bound: replace-one ε 3.9, δ 1e-03; accountant add/remove ε 1.98" in text
+    assert 'alt="ROC under DP bounds: toy / identity, C = 10, S = 8, lira-online"' in text

@@ -2,7 +2,7 @@
 coefficients with intervals, the intercept test and the out-of-sample errors (``docs/study.md``).
 
 Built from a :class:`~miascale.study_fit.StudyFit` alone (plus the runs' cell counts), with the
-sweep report's plotting helpers; self-contained (figures inlined as PNG).
+sweep report's plotting helpers, templates and CSS (``templates/study.html.j2``); self-contained.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 from matplotlib import colormaps
 
 from miascale.paths import atomic_write_bytes
-from miascale.report.html import _CSS, _e, _figure, _note, fmt_coef, fmt_num
+from miascale.report.common import DASH, fmt_coef, fmt_num
 from miascale.report.plots import _new_figure, _plain_log_x, figure_png
+from miascale.report.templating import css, figure, render
 from miascale.study_fit import StudyFit, StudyLevel, group_label
 
 _MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -131,15 +132,9 @@ def residual_png(lv: StudyLevel) -> bytes:
     return figure_png(fig)
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    h = "".join(f"<th>{_e(x)}</th>" for x in head)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
 def _coef_row(name: str, lf) -> list[str]:
     if not lf.ok:
-        return [name, f"{lf.status}: {lf.reason}", "–", "–", "–", str(lf.n_points),
+        return [name, f"{lf.status}: {lf.reason}", DASH, DASH, DASH, str(lf.n_points),
                 str(len(lf.excluded))]  # fmt: skip
     rng = lf.shots_range
     return [name, fmt_coef(lf.beta_s, lf.ci_s), fmt_coef(lf.beta_c, lf.ci_c),
@@ -147,119 +142,100 @@ def _coef_row(name: str, lf) -> list[str]:
             f"{lf.n_points} (S {rng[0]}–{rng[1]})", str(len(lf.excluded))]  # fmt: skip
 
 
-def _section_law(fit: StudyFit) -> str:
+def _law_table(fit: StudyFit) -> dict:
     conf = f"{fit.confidence:.0%}"
-    head = ["law", f"β_S [{conf}]", f"β_C [{conf}]", f"β_0 [{conf}]", "R²", "cells", "excluded"]
     rows = []
     for lv in fit.levels:
         rows.append(_coef_row(f"pooled, {_name(lv)}", lv.pooled))
         rows += [_coef_row(f"  {d} alone", lf) for d, lf in lv.per_dataset]
-    out = ['<h2 id="law">The pooled law and the per-dataset fits</h2>',
-           _note("log10(TPR − FPR) = β_S log10 S + β_C log10 C + β_0, weighted least squares on "
-                 "the cells the admission rules let in (docs/sweep.md), all datasets at once and "
-                 "each alone."), _table(head, rows)]  # fmt: skip
+    head = ["law", f"β_S [{conf}]", f"β_C [{conf}]", f"β_0 [{conf}]", "R²", "cells", "excluded"]
+    return {"header": head, "rows": rows}
+
+
+def _intercept_rows(fit: StudyFit) -> list[list[str]]:
     rows = []
     for lv in fit.levels:
         it = lv.intercepts
         ints = "; ".join(f"{d}: {fmt_coef(b, (lo, hi))}" for d, b, lo, hi in it.intercepts)
-        rows.append([_name(lv), it.verdict(), ints or "–", fmt_coef(it.beta_s, it.ci_s),
+        rows.append([_name(lv), it.verdict(), ints or DASH, fmt_coef(it.beta_s, it.ci_s),
                      fmt_coef(it.beta_c, it.ci_c)])  # fmt: skip
-    out += ['<h2 id="intercepts">One intercept, or one per dataset?</h2>',
-            _note(f"Nested-model F-test of the shared intercept against one intercept per dataset "
-                  f"with common slopes, at level {fit.alpha:g}. When the datasets need their own "
-                  f"intercepts, read β_C here: the pooled β_C then also absorbs the datasets' "
-                  f"difference in level wherever their C values differ."),
-            _table(["level", "verdict", "dataset intercepts", "common β_S", "common β_C"], rows)]  # fmt: skip
-    return "\n".join(out)
+    return rows
 
 
-def _section_oos(fit: StudyFit) -> str:
+def _oos_rows(fit: StudyFit) -> list[list[str]]:
     rows = []
     for lv in fit.levels:
         for h in (lv.lodo, lv.loco, lv.loco_separate):
             if h is None:
                 continue
+            what = f"leave one {_KIND[h.kind]} out ({h.model})"
             for g in h.groups:
-                rows.append([_name(lv), f"leave one {_KIND[h.kind]} out ({h.model})", g.held,
-                             str(g.n_points), fmt_num(g.rmse), fmt_num(g.mae), fmt_num(g.bias),
-                             "–" if g.coverage is None else f"{g.coverage:.0%}", g.reason or ""])  # fmt: skip
+                rows.append([_name(lv), what, g.held, str(g.n_points), fmt_num(g.rmse),
+                             fmt_num(g.mae), fmt_num(g.bias),
+                             DASH if g.coverage is None else f"{g.coverage:.0%}", g.reason or ""])  # fmt: skip
             if h.n_points:
-                rows.append([_name(lv), f"leave one {_KIND[h.kind]} out ({h.model})", "all",
-                             str(h.n_points), fmt_num(h.rmse), fmt_num(h.mae), "",
-                             f"{h.coverage:.0%}", ""])  # fmt: skip
-    head = [
-        "level",
-        "left out",
-        "group",
-        "cells",
-        "RMSE",
-        "MAE",
-        "mean error",
-        "coverage",
-        "why not",
-    ]
-    return "\n".join([
-        '<h2 id="oos">Out-of-sample errors (log10 advantage)</h2>',
-        _note(f"The law refitted without a group predicts it. Coverage: share of left-out cells "
-              f"inside their {fit.confidence:.0%} prediction interval."),
-        _table(head, rows) if rows else _note("No out-of-sample errors: too few groups."),
-    ])  # fmt: skip
+                rows.append([_name(lv), what, "all", str(h.n_points), fmt_num(h.rmse),
+                             fmt_num(h.mae), "", f"{h.coverage:.0%}", ""])  # fmt: skip
+    return rows
 
 
-def _section_comparison(fit: StudyFit) -> str:
-    rows = [[c["quantity"], f"{c['fpr_level']:g}", f"{c['research_beta_s']:+.2f}", c["ours"] or "–",
+def _comparison_rows(fit: StudyFit) -> list[list[str]]:
+    return [[c["quantity"], f"{c['fpr_level']:g}", f"{c['research_beta_s']:+.2f}", c["ours"] or DASH,
              fmt_coef(c["beta_s"], tuple(c["ci_s"]) if c["ci_s"] else None)
              if c["beta_s"] is not None else c["status"]] for c in fit.comparison()]  # fmt: skip
-    return "\n".join([
-        '<h2 id="comparison">The research\'s β_S, for comparison, not a target</h2>',
-        _note("Tobaben et al. (NeurIPS 2025), Table 1: implied β_S. Their models, data and budget "
-              "differ from this study's; agreement is not the goal."),
-        _table(["quantity", "FPR", "research β_S", "ours (pooled)", "our β_S"], rows),
-    ])  # fmt: skip
 
 
-def _section_tails(fit: StudyFit) -> str:
-    ok = [lv for lv in fit.tails if lv.pooled.ok]
-    rows = [[lv.pooled.attack, lv.pooled.variant, f"{lv.key[2]:g}",
+def _tail_rows(fit: StudyFit) -> list[list[str]]:
+    return [[lv.pooled.attack, lv.pooled.variant, f"{lv.key[2]:g}",
              fmt_coef(lv.pooled.beta_s, lv.pooled.ci_s), fmt_coef(lv.pooled.beta_c, lv.pooled.ci_c),
-             str(lv.pooled.n_points)] for lv in ok]  # fmt: skip
-    skipped = len(fit.tails) - len(ok)
-    return "\n".join([
-        '<h2 id="tails">Most vulnerable examples (pooled)</h2>',
-        _table(["quantity", "estimator", "FPR", "β_S", "β_C", "cells"], rows) if rows else "",
-        _note(f"{skipped} per-example laws not fitted (at the ceiling, the noise floor or too few "
-              "cells; study_fit.json lists the reasons).") if skipped else "",
-    ])  # fmt: skip
+             str(lv.pooled.n_points)] for lv in fit.tails if lv.pooled.ok]  # fmt: skip
+
+
+def _figures(fit: StudyFit) -> list[dict]:
+    figs = []
+    for lv in fit.levels:
+        figs.append(figure(advantage_png(lv), f"advantage vs S, {_name(lv)}",
+                           "Colour: C; marker: dataset; filled: fitted cells, hollow: excluded; "
+                           "solid: the pooled law per C over the fitted S range"
+                           + ("; dashed: with each dataset's own intercept"
+                              if lv.intercepts.separate else "")))  # fmt: skip
+        if lv.pooled.ok:
+            figs.append(figure(residual_png(lv), f"residuals, {_name(lv)}",
+                               "Measured − pooled law (log10) of the fitted cells, ±1.96 se; "
+                               "datasets side by side at each S"))  # fmt: skip
+    return figs
 
 
 def render_study(fit: StudyFit, runs: Sequence[dict] = ()) -> str:
-    """The study page as a string."""
-    figs = []
-    for lv in fit.levels:
-        figs.append(_figure(advantage_png(lv), f"advantage vs S, {_name(lv)}",
-                            "Colour: C; marker: dataset; filled: fitted cells, hollow: excluded; "
-                            "solid: the pooled law per C over the fitted S range"
-                            + ("; dashed: with each dataset's own intercept"
-                               if lv.intercepts.separate else "")))  # fmt: skip
-        if lv.pooled.ok:
-            figs.append(_figure(residual_png(lv), f"residuals, {_name(lv)}",
-                                "Measured − pooled law (log10) of the fitted cells, ±1.96 se; "
-                                "datasets side by side at each S"))  # fmt: skip
-    run_rows = [[r["label"], r["run_dir"], str(r["cells"]), str(r["failed"]),
-                 f"{r['seconds'] / 3600:.2f} h"] for r in runs]  # fmt: skip
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        "<title>miascale study</title>", f"<style>{_CSS}</style></head><body>",
-        "<h1>miascale study: one law over shots and classes</h1>",
-        f'<p class="muted">generated {_e(now)} · datasets: {_e(", ".join(fit.datasets))}</p>',
-        "\n".join(f"<p>{_e(level_line(lv))}</p>" for lv in fit.levels),
-        '<h2 id="figures">Advantage vs S and residuals</h2>', *figs,
-        _section_law(fit), _section_oos(fit), _section_comparison(fit), _section_tails(fit),
-        '<h2 id="runs">Runs</h2>',
-        _table(["dataset", "run directory", "cells done", "failed", "compute"], run_rows),
-        "</body></html>", "",
-    ])  # fmt: skip
+    """The study page as a string (``templates/study.html.j2``)."""
+    tails = _tail_rows(fit)
+    return render(
+        "study.html.j2",
+        title="miascale study",
+        css=css(),
+        now=datetime.now(UTC).isoformat(timespec="seconds"),
+        datasets=", ".join(fit.datasets),
+        lines=[level_line(lv) for lv in fit.levels],
+        figures=_figures(fit),
+        law=_law_table(fit),
+        alpha=f"{fit.alpha:g}",
+        intercepts=_intercept_rows(fit),
+        confidence=f"{fit.confidence:.0%}",
+        oos=_oos_rows(fit),
+        comparison=_comparison_rows(fit),
+        tails=tails,
+        tails_skipped=len(fit.tails) - len(tails),
+        runs=[
+            [
+                r["label"],
+                r["run_dir"],
+                str(r["cells"]),
+                str(r["failed"]),
+                f"{r['seconds'] / 3600:.2f} h",
+            ]
+            for r in runs
+        ],
+    )
 
 
 def build_study_report(out: str | Path, fit: StudyFit, runs: Sequence[dict] = ()) -> Path:
