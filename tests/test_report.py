@@ -96,6 +96,7 @@ def _write_signals(folder: Path, rng, shots: int) -> None:
     offline = rng.normal(size=(k, n)) + 0.5 * shift * in_mask
     np.savez(
         folder / "signals.npz",
+        stats=rng.normal(size=(k, n)),  # documented as always present (docs/audit.md)
         in_mask=in_mask,
         scores=online,
         **{"scores__lira-online": online, "scores__lira-offline": offline},

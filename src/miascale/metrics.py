@@ -1,70 +1,10 @@
 """Attack metrics: the one definition of ROC, TPR at fixed FPR, AUC and balanced accuracy.
 
-Every number miascale reports about an attack comes from this module. All functions are pure,
-vectorised numpy/scipy code (one sort, no per-example Python loops) and do no I/O.
-
-Conventions
------------
-* ``scores``: real numbers of any shape (flattened). **Higher score = more likely member.**
-  Every score must be finite.
-* ``labels``: booleans of the same shape, ``True`` = member (positive), ``False`` = non-member
-  (negative). Integer/float arrays containing only 0 and 1 are accepted too.
-* Callers with several targets pass ``(K, N)`` arrays; all pairs are pooled into one ROC curve
-  (the arrays are flattened), not averaged per target.
-* The attack predicts *member* when ``score >= threshold``.
-
-Definitions
------------
-Let ``P`` be the number of positives and ``Q`` the number of negatives.
-
-ROC curve
-    For every distinct score value ``s`` (taken as a threshold), ``TP(s)`` and ``FP(s)`` count the
-    positives and negatives with ``score >= s``; the vertex is ``(FP(s)/Q, TP(s)/P)``. The curve
-    starts at the vertex ``(0, 0)`` with threshold ``+inf`` and the vertices are ordered by
-    decreasing threshold. Examples with tied scores are never separated: they enter the curve
-    together as a single vertex. The vertices are exactly those of
-    ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``.
-
-TPR at FPR ``t`` (``0 < t < 1``)
-    The largest TPR among ROC vertices whose FPR is ``<= t``, i.e. the last vertex with
-    ``FP <= t * Q``. Nothing is interpolated and a tie is never split, so the reported value is
-    achieved by an actual threshold. The comparison is done on integer counts:
-    ``FP <= floor(t * Q * (1 + 1e-12) + 1e-9)``; the tiny slack only absorbs floating-point
-    error in ``t * Q`` (e.g. ``0.29 * 100 == 28.999999999999996``); it is far too small to admit
-    an extra false positive unless ``t * Q`` is within ~1e-9 of the next integer.
-    Reported with the vertex: its achieved FPR (``<= t``); its threshold (``+inf`` when no
-    vertex other than ``(0, 0)`` qualifies); the TP/FP counts; ``P`` and ``Q``; an interval for
-    the TPR (below); and ``resolvable``, whether the level allows at least one false positive
-    (``t * Q >= 1``, with the same slack). An unresolvable level can only report the TPR at FPR
-    exactly 0. ``advantage = TPR - t``.
-
-Interval of TPR@t
-    With ``groups`` (the resampling unit of every pair: in an audit the pool example, shared by
-    all K targets) ``ci_low``/``ci_high`` are a percentile bootstrap interval that resamples the
-    units with all their pairs (``n_boot`` resamples, ``numpy.random.default_rng(seed)``), with
-    its standard error ``se``; see :mod:`miascale.bootstrap`. This is the interval audits report.
-    ``cp_low``/``cp_high`` are always the exact Clopper-Pearson interval (``k = TP``, ``n = P``),
-    which assumes independent pairs and is too narrow when an example's pairs are correlated;
-    without ``groups`` (or with ``n_boot = 0``) it is also ``ci_low``/``ci_high``.
-
-AUC
-    Probability that a random positive scores higher than a random negative, ties counting
-    one half (the Mann-Whitney statistic); equal to the trapezoidal area under the ROC curve and
-    to ``sklearn.metrics.roc_auc_score``.
-
-Best balanced accuracy
-    ``max over ROC vertices of (TPR + 1 - FPR) / 2`` (the best accuracy of a single-threshold
-    attack on a balanced population; always ``>= 0.5`` because of the ``(0, 0)`` vertex).
-
-Clopper-Pearson interval
-    The exact (conservative) binomial interval: ``lower = Beta.ppf(a/2, k, n-k+1)``,
-    ``upper = Beta.ppf(1-a/2, k+1, n-k)`` with ``a = 1 - confidence``; ``lower = 0`` when
-    ``k = 0`` and ``upper = 1`` when ``k = n``.
-
-Invalid input (shape mismatch, empty input, non-finite scores, labels of a single class, labels
-other than 0/1, FPR levels outside the open interval (0, 1), ``groups`` that are not integers of
-the scores' shape, negative ``n_boot``) raises
-:class:`miascale.errors.MiascaleError`.
+Every number miascale reports about an attack comes from this module: :class:`Evaluation` validates
+and sorts one attack's scores once (higher score = member; ``(K, N)`` arrays are pooled, not
+averaged) and answers TPR@FPR with its bootstrap interval, AUC, balanced accuracy and the empirical
+ε; the functions below are one-call shortcuts. Definitions, tie handling and the interval:
+``docs/design/metrics.md``. Invalid input raises :class:`miascale.errors.MiascaleError`.
 """
 
 from __future__ import annotations
@@ -86,6 +26,7 @@ from miascale.bootstrap import (
 from miascale.errors import MiascaleError
 
 __all__ = [
+    "Evaluation",
     "RocCurve",
     "TprAtFpr",
     "auc",
@@ -256,15 +197,8 @@ class RocCurve:
 
 
 def roc_curve(scores: Any, labels: Any) -> RocCurve:
-    """All ROC vertices (one per distinct score, plus (0, 0)); see the module docstring."""
-    c = _roc_counts(scores, labels)
-    return RocCurve(
-        fpr=_readonly(c.fp / c.n_neg),
-        tpr=_readonly(c.tp / c.n_pos),
-        thresholds=_readonly(c.thresholds),
-        n_pos=c.n_pos,
-        n_neg=c.n_neg,
-    )
+    """All ROC vertices (one per distinct score, plus (0, 0)); see docs/design/metrics.md."""
+    return Evaluation(scores, labels).roc()
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,53 +305,10 @@ def tpr_at_fpr(
     n_boot: int = 200,
     seed: Any = 0,
 ) -> tuple[TprAtFpr, ...]:
-    """TPR at each FPR level in ``fpr_levels`` (one result per level, in the given order).
-
-    Without ``groups`` the interval is Clopper-Pearson over pairs. With ``groups`` (integers of
-    the scores' shape: the resampling unit of every pair, e.g. its pool example) and ``n_boot >
-    0`` it is the bootstrap interval over those units (module docstring, :mod:`miascale.bootstrap`)
-    drawn with ``numpy.random.default_rng(seed)``.
-    """
-    c = _roc_counts(scores, labels)
-    levels = check_fpr_levels(fpr_levels)
-    n_boot = check_n_boot(n_boot)
-    gid, n_groups = (None, 0) if groups is None else check_groups(groups, np.shape(scores))
-    if levels.size == 0:
-        return ()
-    budget = fp_budget(levels, c.n_neg)
-    # fp is non-decreasing and fp[0] == 0, so the index is always >= 0; tp is non-decreasing, so
-    # the last admissible vertex has the largest TPR.
-    idx = np.searchsorted(c.fp, budget, side="right") - 1
-    tp = c.tp[idx]
-    fp = c.fp[idx]
-    cp_low, cp_high = clopper_pearson(tp, np.full_like(tp, c.n_pos), confidence)
-    low, high, se = cp_low, cp_high, np.full(levels.size, np.nan)
-    boot = gid is not None and n_boot > 0
-    if boot:
-        reps = replicate_tprs(c.y_sorted, gid[c.order], c.ends, n_groups, levels, n_boot, seed)
-        low, high, se = percentile_interval(reps, confidence)
-    return tuple(
-        TprAtFpr(
-            fpr_level=float(levels[i]),
-            tpr=float(tp[i] / c.n_pos),
-            achieved_fpr=float(fp[i] / c.n_neg),
-            threshold=float(c.thresholds[idx[i]]),
-            true_positives=int(tp[i]),
-            false_positives=int(fp[i]),
-            n_pos=c.n_pos,
-            n_neg=c.n_neg,
-            ci_low=float(low[i]),
-            ci_high=float(high[i]),
-            resolvable=bool(budget[i] >= 1),
-            ci_method="bootstrap" if boot else "clopper-pearson",
-            cp_low=float(cp_low[i]),
-            cp_high=float(cp_high[i]),
-            # math.nan itself (one object) keeps results without an se equal under ==
-            se=float(se[i]) if np.isfinite(se[i]) else math.nan,
-            n_groups=n_groups,
-            n_boot=n_boot if boot else 0,
-        )
-        for i in range(levels.size)
+    """TPR at each FPR level (one result per level, in the given order): see
+    :meth:`Evaluation.tpr_at_fpr`."""
+    return Evaluation(scores, labels, groups).tpr_at_fpr(
+        fpr_levels, confidence, n_boot=n_boot, seed=seed
     )
 
 
@@ -440,23 +331,118 @@ def bootstrap_tprs(
     return replicate_tprs(c.y_sorted, gid[c.order], c.ends, n_groups, levels, n_boot, seed, block)
 
 
-# --------------------------------------------------------------------------------------------
-# Scalar summaries
-# --------------------------------------------------------------------------------------------
-
-
 def auc(scores: Any, labels: Any) -> float:
     """Area under the ROC curve; ties count one half (equals ``sklearn`` ``roc_auc_score``)."""
-    c = _roc_counts(scores, labels)
-    # Trapezoid on integer counts: sum dFP * (TP_prev + TP) / 2, exact in float64 for the
-    # sizes we handle (products stay far below 2**53 per term).
-    d_fp = np.diff(c.fp).astype(np.float64)
-    tp_mid = (c.tp[:-1] + c.tp[1:]).astype(np.float64)
-    return float(np.dot(d_fp, tp_mid) / 2.0 / (float(c.n_pos) * float(c.n_neg)))
+    return Evaluation(scores, labels).auc()
 
 
 def best_balanced_accuracy(scores: Any, labels: Any) -> float:
     """``max over ROC vertices of (TPR + 1 - FPR) / 2``."""
-    c = _roc_counts(scores, labels)
-    bal = (c.tp / c.n_pos + 1.0 - c.fp / c.n_neg) / 2.0
-    return float(np.max(bal))
+    return Evaluation(scores, labels).best_balanced_accuracy()
+
+
+# --------------------------------------------------------------------------------------------
+# One evaluation: validate and sort once
+# --------------------------------------------------------------------------------------------
+
+
+class Evaluation:
+    """One attack's scores and membership labels, validated and sorted once.
+
+    ``groups`` (integers of the scores' shape) is the resampling unit of every pair — in an audit
+    the pool example, shared by all K targets — used for TPR@FPR's bootstrap interval.
+    """
+
+    def __init__(self, scores: Any, labels: Any, groups: Any = None) -> None:
+        self._c = _roc_counts(scores, labels)
+        self._groups = None if groups is None else check_groups(groups, np.shape(scores))
+
+    @property
+    def n_pos(self) -> int:
+        return self._c.n_pos
+
+    @property
+    def n_neg(self) -> int:
+        return self._c.n_neg
+
+    def roc(self) -> RocCurve:
+        c = self._c
+        return RocCurve(
+            fpr=_readonly(c.fp / c.n_neg),
+            tpr=_readonly(c.tp / c.n_pos),
+            thresholds=_readonly(c.thresholds.copy()),
+            n_pos=c.n_pos,
+            n_neg=c.n_neg,
+        )
+
+    def tpr_at_fpr(
+        self,
+        fpr_levels: float | Iterable[float],
+        confidence: float = 0.95,
+        *,
+        n_boot: int = 200,
+        seed: Any = 0,
+    ) -> tuple[TprAtFpr, ...]:
+        """TPR at each FPR level with its interval: the bootstrap over ``groups`` when given and
+        ``n_boot > 0`` (``numpy.random.default_rng(seed)``), otherwise Clopper-Pearson."""
+        c = self._c
+        levels = check_fpr_levels(fpr_levels)
+        n_boot = check_n_boot(n_boot)
+        gid, n_groups = (None, 0) if self._groups is None else self._groups
+        if levels.size == 0:
+            return ()
+        budget = fp_budget(levels, c.n_neg)
+        # fp is non-decreasing and fp[0] == 0, so the index is always >= 0; tp is
+        # non-decreasing, so the last admissible vertex has the largest TPR.
+        idx = np.searchsorted(c.fp, budget, side="right") - 1
+        tp = c.tp[idx]
+        fp = c.fp[idx]
+        cp_low, cp_high = clopper_pearson(tp, np.full_like(tp, c.n_pos), confidence)
+        low, high, se = cp_low, cp_high, np.full(levels.size, np.nan)
+        boot = gid is not None and n_boot > 0
+        if boot:
+            reps = replicate_tprs(c.y_sorted, gid[c.order], c.ends, n_groups, levels, n_boot, seed)
+            low, high, se = percentile_interval(reps, confidence)
+        return tuple(
+            TprAtFpr(
+                fpr_level=float(levels[i]),
+                tpr=float(tp[i] / c.n_pos),
+                achieved_fpr=float(fp[i] / c.n_neg),
+                threshold=float(c.thresholds[idx[i]]),
+                true_positives=int(tp[i]),
+                false_positives=int(fp[i]),
+                n_pos=c.n_pos,
+                n_neg=c.n_neg,
+                ci_low=float(low[i]),
+                ci_high=float(high[i]),
+                resolvable=bool(budget[i] >= 1),
+                ci_method="bootstrap" if boot else "clopper-pearson",
+                cp_low=float(cp_low[i]),
+                cp_high=float(cp_high[i]),
+                # math.nan itself (one object) keeps results without an se equal under ==
+                se=float(se[i]) if np.isfinite(se[i]) else math.nan,
+                n_groups=n_groups,
+                n_boot=n_boot if boot else 0,
+            )
+            for i in range(levels.size)
+        )
+
+    def auc(self) -> float:
+        """Area under the ROC curve; ties count one half (the Mann-Whitney statistic)."""
+        c = self._c
+        # Trapezoid on integer counts: sum dFP * (TP_prev + TP) / 2, exact in float64 for the
+        # sizes we handle (products stay far below 2**53 per term).
+        d_fp = np.diff(c.fp).astype(np.float64)
+        tp_mid = (c.tp[:-1] + c.tp[1:]).astype(np.float64)
+        return float(np.dot(d_fp, tp_mid) / 2.0 / (float(c.n_pos) * float(c.n_neg)))
+
+    def best_balanced_accuracy(self) -> float:
+        """``max over ROC vertices of (TPR + 1 - FPR) / 2``."""
+        c = self._c
+        return float(np.max((c.tp / c.n_pos + 1.0 - c.fp / c.n_neg) / 2.0))
+
+    def empirical_epsilon(self, delta: float = 0.0, confidence: float = 0.95):
+        """The lower bound on ε of :func:`miascale.privacy.empirical_epsilon` on this ROC."""
+        from miascale.privacy import epsilon_from_roc
+
+        return epsilon_from_roc(self.roc(), delta, confidence)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from miascale.attacks import Variant
 from miascale.audit import (
     AuditConfig,
     run_attacks,
-    save_signals,
+    signals_of,
     train_and_signal,
     train_and_signal_film,
-    variant_columns,
 )
 from miascale.backbones import resolve
 from miascale.backbones.cache import FeatureSet, cache_key, features_for
@@ -32,12 +32,13 @@ from miascale.training.heads import HeadConfig
 
 
 def check_variants(variants: tuple[str, ...]) -> None:
-    from miascale.attacks import VARIANT_ARGS
+    """Every name must be a registered attack variant (an error before any work)."""
+    from miascale.attacks import variant_names
 
-    unknown = [v for v in variants if v not in VARIANT_ARGS]
+    unknown = [v for v in variants if v not in variant_names()]
     if unknown:
         raise MiascaleError(
-            f"Unknown attack variant(s) {unknown}; known variants: {', '.join(VARIANT_ARGS)}."
+            f"Unknown attack variant(s) {unknown}; known variants: {', '.join(variant_names())}."
         )
 
 
@@ -138,7 +139,6 @@ def compute_cell(
             fs.x_train, fs.y_train, fs.x_test, fs.y_test, config, fs.class_names, device
         )
     rows: list[dict] = []
-    arrays: dict[str, np.ndarray] = {}
     dp_fields = {} if t.dp is None else {
         "epsilon": cell.epsilon, "accountant_epsilon": t.dp["epsilon"], "delta": t.dp["delta"],
         "noise_multiplier": t.dp["noise_multiplier"], "relation": t.dp["relation"],
@@ -153,9 +153,9 @@ def compute_cell(
     # cross-fitted max of the separation and of the per-example advantage, with SEs and floors
     pe = tails(t.stats, t.plan.in_mask, cell.fpr, seed=cell.seed) if config.n_models >= 8 else None
     tail_by_level = {float(lvl): {} if pe is None else pe.row_fields(lvl) for lvl in cell.fpr}
-    for out in run_attacks(t, config):
-        arrays[f"scores__{out.variant}"] = out.scores
-        attack, sub = variant_columns(out.variant)
+    outcomes = run_attacks(t, config)
+    for out in outcomes:
+        attack, sub = Variant.from_name(out.variant).columns
         for m in out.metrics:
             rows.append(
                 {
@@ -184,25 +184,7 @@ def compute_cell(
                 }
             )  # fmt: skip
     rel = Path("cells") / cell.cell_id
-    save_signals(
-        run_dir / rel / "signals.npz",
-        stats=t.stats,
-        in_mask=t.plan.in_mask,
-        labels=t.pool.labels,
-        scores=arrays[f"scores__{cell.variants[0]}"],
-        pool_indices=t.pool.indices,
-        classes=t.pool.classes,
-        test_accuracy=t.test_accuracy,
-        **arrays,
-        **(
-            {}
-            if t.population_stats is None
-            else {
-                "population_stats": t.population_stats,
-                "population_indices": t.population_indices,
-            }
-        ),
-    )
+    signals_of(t, outcomes).save(run_dir / rel)
     return rows, str(rel)
 
 

@@ -28,7 +28,12 @@ from miascale.privacy.checks import _check_epsilon as _check_epsilon
 from miascale.privacy.checks import _check_rate as _check_rate
 from miascale.privacy.checks import _check_relation as _check_relation
 from miascale.privacy.checks import _check_steps as _check_steps
-from miascale.privacy.roc import EmpiricalEpsilon, dp_roc_bound, empirical_epsilon
+from miascale.privacy.roc import (
+    EmpiricalEpsilon,
+    dp_roc_bound,
+    empirical_epsilon,
+    epsilon_from_roc,
+)
 
 __all__ = [
     "ACCOUNTANTS",
@@ -42,6 +47,7 @@ __all__ = [
     "dp_roc_bound",
     "empirical_epsilon",
     "epsilon_for",
+    "epsilon_from_roc",
     "game_relation",
     "replace_one_from_add_remove",
 ]

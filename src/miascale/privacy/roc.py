@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from miascale.errors import MiascaleError
-from miascale.metrics import clopper_pearson, roc_curve
+from miascale.metrics import RocCurve, clopper_pearson, roc_curve
 from miascale.privacy.checks import _check_delta, _check_nonnegative_epsilon
 from miascale.privacy.vertex_bounds import _VertexBounds
 
@@ -105,10 +105,16 @@ def empirical_epsilon(
     ``simultaneous`` Bonferroni-corrects the Clopper–Pearson level for the number of
     thresholds (``docs/design/privacy.md``).
     """
+    return epsilon_from_roc(roc_curve(scores, labels), delta, confidence, simultaneous)
+
+
+def epsilon_from_roc(
+    roc: RocCurve, delta: float = 0.0, confidence: float = 0.95, simultaneous: bool = True
+) -> EmpiricalEpsilon:
+    """:func:`empirical_epsilon` on an ROC curve already computed (one sort per attack)."""
     d = _check_delta(delta, allow_zero=True)
     if not isinstance(simultaneous, bool):
         raise MiascaleError(f"simultaneous must be a bool, got {simultaneous!r}.")
-    roc = roc_curve(scores, labels)
     clopper_pearson(0, 1, confidence)  # validates confidence
     conf = float(confidence)
     level = _bonferroni_level(conf, roc.tpr.size, simultaneous)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from miascale.audit.signals import FILE_NAME, Signals
 from miascale.errors import MiascaleError
 from miascale.report.common import group_key, numeric_classes
 from miascale.scaling import ScalingFit, fit_power_law
@@ -133,16 +134,14 @@ def _resolve_artifacts(run_dir: Path, artifacts: str | None) -> Path | None:
     return p if p.is_absolute() else run_dir / p
 
 
-def _load_signals(folder: Path) -> dict[str, np.ndarray]:
-    path = folder / "signals.npz"
+def _load_signals(folder: Path) -> Signals:
+    """A cell's ``signals.npz``; ``ValueError`` (shown as a note) when missing or unreadable."""
+    path = folder / FILE_NAME
     if not path.is_file():
         raise ValueError(f"{path} is missing")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {
-                k: np.asarray(z[k]) for k in z.files if k == "in_mask" or k.startswith("scores")
-            }
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        return Signals.load(path)
+    except (MiascaleError, KeyError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is unreadable ({e})") from None
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from miascale.audit.signals import Signals
 from miascale.errors import MiascaleError
 from miascale.report import plots
 from miascale.report.common import group_key, group_title, variant_name
@@ -19,21 +20,18 @@ from miascale.report.templating import figure
 MAX_ROC_GROUPS = 6
 
 
-def _roc_for(sig: dict[str, np.ndarray], attack: str, variant: str, single: bool):
+def _roc_for(sig: Signals, attack: str, variant: str, single: bool):
     from miascale.metrics import roc_curve
 
-    key = f"scores__{variant_name(attack, variant)}"
-    if key not in sig:
-        if single and "scores" in sig:
-            key = "scores"
-        else:
-            raise ValueError(f"no {key} in signals.npz")
-    if "in_mask" not in sig:
-        raise ValueError("no in_mask in signals.npz")
-    scores = np.asarray(sig[key], dtype=np.float64)
-    mask = np.asarray(sig["in_mask"]).astype(bool)
+    name = variant_name(attack, variant)
+    if name not in sig.scores:
+        if not (single and sig.primary == "scores"):  # version 1: one attack, "scores"
+            raise ValueError(f"no scores__{name} in signals.npz")
+        name = "scores"
+    scores = np.asarray(sig.scores[name], dtype=np.float64)
+    mask = sig.in_mask
     if scores.shape != mask.shape:
-        raise ValueError(f"{key} has shape {scores.shape} but in_mask {mask.shape}")
+        raise ValueError(f"{name} has shape {scores.shape} but in_mask {mask.shape}")
     ok = np.isfinite(scores)
     try:
         return roc_curve(scores[ok], mask[ok])

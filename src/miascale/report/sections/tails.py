@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from miascale.audit.signals import Signals
 from miascale.errors import MiascaleError
 from miascale.report import plots
 from miascale.report.common import numeric_classes
@@ -106,8 +107,10 @@ def most_vulnerable_context(run: RunData) -> dict[str, Any]:
     cfg = cell["config"]
     folder = _resolve_artifacts(run.run_dir, cell["artifacts"])
     try:
-        with np.load(folder / "signals.npz", allow_pickle=False) as z:  # type: ignore[operator]
-            stats, mask, pool_idx = z["stats"], z["in_mask"].astype(bool), z["pool_indices"]
+        sig = Signals.load(folder)  # type: ignore[arg-type]
+        stats, mask, pool_idx = sig.stats, sig.in_mask, sig.pool_indices
+        if pool_idx is None:
+            raise KeyError("pool_indices")
         ds = load_dataset(cfg["dataset"], cfg.get("min_per_class"))
     except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile, MiascaleError) as e:
         return {"error": f"Cannot show the most vulnerable examples: {e}"}
