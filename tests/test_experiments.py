@@ -124,6 +124,17 @@ def test_cell_id_stable_and_sensitive_to_every_field():
         "finetune": "film",
         "hpo": 5,
         "standardize": "none",
+        # audit settings added with the nested config (miascale.experiments.settings)
+        "variance": "global",
+        "location": "median",
+        "rmia_gamma": 2.0,
+        "rmia_a": 0.5,
+        "population": 500,
+        "optimizer": "adam",
+        "dp_lr": 0.5,
+        "epochs": 3,
+        "film_lr": 1e-2,
+        "batch_size": 8,
     }
     assert set(changed) == {f.name for f in dataclasses.fields(Cell)}
     ids = {cell.cell_id}
@@ -135,6 +146,41 @@ def test_cell_id_stable_and_sensitive_to_every_field():
 
 _PINNED_ID = "30af26dec3ef19c7"
 _PINNED_POOL_ID = "dc4bf66008b70a03"
+
+
+def test_a_cell_builds_its_audit_config_from_all_its_settings(tmp_path):
+    from miascale.audit import AuditConfig
+    from miascale.training.dp import DPConfig
+    from miascale.training.heads import HeadConfig
+
+    cell = expand(_spec(epsilons=(None, 2), dp_steps=7, dp_lr=0.5, l2=0.01))
+    plain, dp = cell[0], next(c for c in cell if c.epsilon is not None)
+    # the default cell: the config compute_cell built before the nested config
+    assert plain.audit_config() == AuditConfig(
+        shots=1, shadow_models=4, attack="lira-online", seed=0, head=HeadConfig(l2=0.01)
+    )
+    assert dp.audit_config().dp == DPConfig(epsilon=2.0, steps=7, learning_rate=0.5)
+    assert plain.dp_lr is None and "dp_lr" not in plain.to_dict()
+    other = expand(_spec(variance="global", rmia_gamma=2, population=500))[0]
+    config = other.audit_config()
+    assert (config.variance, config.rmia_gamma, config.population) == ("global", 2.0, 500)
+    assert other.cell_id != expand(_spec())[0].cell_id
+    assert expand(_spec(rmia_gamma=1))[0].cell_id == expand(_spec())[0].cell_id  # the default
+    p = tmp_path / "s.toml"
+    p.write_text('datasets = ["d1"]\nbackbones = ["b1"]\nvariance = "global"\nepochs = 3\n'
+                 'finetune = "film"\n')  # fmt: skip
+    spec = SweepSpec.from_toml(p)
+    assert spec.variance == "global" and spec.epochs == 3
+    assert spec.to_dict()["variance"] == "global" and "location" not in spec.to_dict()
+    assert SweepSpec.from_dict(spec.to_dict()) == spec
+    for bad, msg in ((dict(variance="wide"), "variance"), (dict(dp_lr=1.0), "only apply to DP"),
+                     (dict(epochs=2), "only apply to FiLM"), (dict(optimizer="sgd"), "optimizer"),
+                     (dict(population=5), "population")):  # fmt: skip
+        with pytest.raises(MiascaleError, match=msg):
+            _spec(**bad)
+    p.write_text('datasets = ["d1"]\nbackbones = ["b1"]\nrmia_gamma = "big"\n')
+    with pytest.raises(MiascaleError, match="rmia_gamma"):
+        SweepSpec.from_toml(p)
 
 
 def test_epsilon_axis_expands_and_parses_inf():

@@ -106,9 +106,9 @@ def make_compute(markers: Path, crash_once=(), crash_always=(), raise_always=())
 
 def test_ray_and_local_store_identical_rows(ray_session, tmp_path, digits_npz):
     """A tiny real sweep (digits × identity) gives the same stored rows and artifacts both ways."""
-    args = ["sweep", "--datasets", f"npz:{digits_npz}", "--backbones", "identity", "--shots", "2,8",
-            "--seeds", "0,1", "--shadow-models", "4", "--fpr", "0.1,0.01",
-            "--attacks", "lira-online,lira-offline", "--json"]  # fmt: skip
+    args = ["sweep", "--dataset", f"npz:{digits_npz}", "--backbone", "identity", "--shots", "2,8",
+            "--seed", "0,1", "--shadow-models", "4", "--fpr", "0.1,0.01",
+            "--attack", "lira-online,lira-offline", "--json"]  # fmt: skip
     results = {}
     for backend in ("local", "ray"):
         r = invoke(*args, "--out", tmp_path / backend, "--backend", backend)
@@ -192,8 +192,8 @@ def test_cli_failures_exit_nonzero(ray_session, tmp_path, monkeypatch, digits_np
     monkeypatch.setattr(cells_mod, "compute_cell", flaky)
     # M = 4 (K = 5): LiRA leaves each target's complementary partner out of its shadows (DESIGN
     # §3), which K = 4 would reduce to a single pair; only the flaky cell may fail here
-    args = ["sweep", "--datasets", f"npz:{digits_npz}", "--backbones", "identity",
-            "--shots", "1,2", "--seeds", "0,1", "--shadow-models", "4", "--fpr", "0.1"]  # fmt: skip
+    args = ["sweep", "--dataset", f"npz:{digits_npz}", "--backbone", "identity",
+            "--shots", "1,2", "--seed", "0,1", "--shadow-models", "4", "--fpr", "0.1"]  # fmt: skip
     for backend in ("local", "ray"):
         run = tmp_path / backend
         r = invoke(*args, "--out", run, "--backend", backend, "--json")
@@ -216,7 +216,7 @@ def test_backend_errors(tmp_path, monkeypatch):
     with pytest.raises(MiascaleError, match=r"pip install 'miascale\[ray\]'"):
         make_backend("ray", tmp_path, CountingMemo())
     with pytest.raises(MiascaleError, match="needs Ray"):
-        invoke("sweep", "--datasets", "digits", "--backbones", "identity", "--backend", "ray",
+        invoke("sweep", "--dataset", "digits", "--backbone", "identity", "--backend", "ray",
                "--out", tmp_path / "r")  # fmt: skip
     assert not (tmp_path / "r").exists()  # failed before any work
 

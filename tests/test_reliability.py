@@ -40,8 +40,8 @@ def run_cli(*args):
 
 
 def _sweep_args(data, run, *extra):
-    return ["sweep", "--datasets", f"npz:{data}", "--backbones", "identity", "--shots", "2,4",
-            "--seeds", "0", "--shadow-models", "4", "--fpr", "0.1", "--out", run, "--json",
+    return ["sweep", "--dataset", f"npz:{data}", "--backbone", "identity", "--shots", "2,4",
+            "--seed", "0", "--shadow-models", "4", "--fpr", "0.1", "--out", run, "--json",
             *extra]  # fmt: skip
 
 

@@ -207,7 +207,7 @@ def test_study_cli_end_to_end(tmp_path):
         f"shots = [4, 16]\nmin_per_class = 10\n"
     )
     out = tmp_path / "study"
-    args = ["study", "--config", cfg, "--seeds", "0", "--shadow-models", 16, "--fpr", "0.1,0.01",
+    args = ["study", "--config", cfg, "--seed", "0", "--shadow-models", 16, "--fpr", "0.1,0.01",
             "--out", out]  # fmt: skip
     r = invoke(*args, "--json")
     assert r.exit_code == 0, r.output

@@ -31,9 +31,9 @@ def invoke(*args):
 
 def test_sweep_fit_predict_plan(tmp_path, features):
     run = tmp_path / "run"
-    args = ["sweep", "--datasets", f"npz:{features}", "--backbones", "identity",
-            "--shots", "1,2,4,8,16", "--seeds", "0,1", "--shadow-models", "8",
-            "--attacks", "lira-online,lira-offline", "--fpr", "0.1,0.01", "--l2", "1e-4",
+    args = ["sweep", "--dataset", f"npz:{features}", "--backbone", "identity",
+            "--shots", "1,2,4,8,16", "--seed", "0,1", "--shadow-models", "8",
+            "--attack", "lira-online,lira-offline", "--fpr", "0.1,0.01", "--l2", "1e-4",
             "--out", run, "--json"]  # fmt: skip
     first = json.loads(invoke(*args).stdout)
     assert first["total"] == 10 and first["ran"] == 10 and first["rows"] == 10 * 2 * 2
@@ -83,8 +83,8 @@ def test_sweep_fit_predict_plan(tmp_path, features):
 
 def test_sweep_and_plan_errors(tmp_path, features):
     with pytest.raises(MiascaleError, match="lira-online"):
-        invoke("sweep", "--datasets", f"npz:{features}", "--backbones", "identity",
-               "--attacks", "lira-sideways", "--out", tmp_path / "r")  # fmt: skip
+        invoke("sweep", "--dataset", f"npz:{features}", "--backbone", "identity",
+               "--attack", "lira-sideways", "--out", tmp_path / "r")  # fmt: skip
     with pytest.raises(MiascaleError, match=r"does not decrease|slope"):
         invoke("plan", "--fpr", 0.01, "--epsilon", 1, "--beta-s", 0.1, "--beta-0", -1)
     with pytest.raises(MiascaleError, match="exactly one"):
@@ -111,9 +111,71 @@ def test_demo_sets_aside_a_run_of_an_older_recipe(tmp_path):
 
 
 def test_sweep_logs_a_line_per_cell_when_stderr_is_not_a_terminal(tmp_path, features):
-    r = invoke("sweep", "--datasets", f"npz:{features}", "--backbones", "identity", "--shots",
-               "1,2", "--seeds", "0", "--shadow-models", "4", "--fpr", "0.1", "--out",
+    r = invoke("sweep", "--dataset", f"npz:{features}", "--backbone", "identity", "--shots",
+               "1,2", "--seed", "0", "--shadow-models", "4", "--fpr", "0.1", "--out",
                tmp_path / "run")  # fmt: skip
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("[")]
     assert any(ln.startswith("[1/2]") and " done in " in ln for ln in lines), r.stderr
     assert any(ln.startswith("[2/2]") and "s left)" in ln for ln in lines), r.stderr
+
+
+# ----------------------------------------------------------------------------- one vocabulary
+
+
+def _cell_ids(run):
+    from miascale.experiments.store import ResultStore
+
+    with ResultStore.load(run) as store:
+        return store.done_cells()
+
+
+def test_deprecated_sweep_flags_still_work_with_a_message(tmp_path, features):
+    common = ["--shots", "1", "--shadow-models", "4", "--fpr", "0.1", "--json"]
+    new = invoke("sweep", "--dataset", f"npz:{features}", "--backbone", "identity", "--seed", "0",
+                 "--attack", "lira", *common, "--out", tmp_path / "new")  # fmt: skip
+    old = invoke("sweep", "--datasets", f"npz:{features}", "--backbones", "identity", "--seeds",
+                 "0", "--attacks", "lira", *common, "--out", tmp_path / "old")  # fmt: skip
+    assert new.exit_code == 0 and old.exit_code == 0, old.output
+    assert "deprecated" not in new.stderr
+    for flag, instead in (("--datasets", "--dataset"), ("--seeds", "--seed"),
+                          ("--attacks", "--attack")):  # fmt: skip
+        assert f"{flag} is deprecated" in old.stderr and f"use {instead}." in old.stderr
+    assert _cell_ids(tmp_path / "new") == _cell_ids(tmp_path / "old")
+    with pytest.raises(MiascaleError, match="not both"):
+        invoke("sweep", "--seed", "0", "--seeds", "1", "--out", tmp_path / "both")
+    r = runner.invoke(app, ["study", "--seeds", "0", "--only", "nothing", "--out", str(tmp_path)])
+    assert isinstance(r.exception, MiascaleError) and "--seeds is deprecated" in r.stderr
+
+
+def _flags(command) -> set[str]:
+    import typer
+
+    cmd = typer.main.get_command(app).commands[command]
+    return {o for p in cmd.params if not getattr(p, "hidden", False) for o in p.opts}
+
+
+def test_audit_and_sweep_share_their_option_names():
+    audit, sweep = _flags("audit"), _flags("sweep")
+    assert audit - sweep == {"--per-example", "--paper"}
+    assert sweep - audit == {"--config", "--backend", "--address", "--max-retries",
+                             "--recompute-changed"}  # fmt: skip
+    assert {"--dataset", "--backbone", "--seed", "--attack", "--epsilon", "--delta", "--clip",
+            "--sampling-rate", "--steps", "--variance", "--gamma"} <= audit & sweep  # fmt: skip
+    r = invoke("sweep", "--help")
+    assert "--datasets" not in r.stdout and "--variance" in r.stdout  # aliases are hidden
+
+
+def test_a_non_default_audit_setting_gets_its_own_cell_id(tmp_path, features):
+    from miascale.experiments.grid import SweepSpec, expand
+
+    common = ["--dataset", f"npz:{features}", "--backbone", "identity", "--shots", "1", "--seed",
+              "0", "--shadow-models", "4", "--fpr", "0.1", "--json"]  # fmt: skip
+    assert invoke("sweep", *common, "--out", tmp_path / "a").exit_code == 0
+    assert invoke("sweep", *common, "--variance", "global", "--out", tmp_path / "b").exit_code == 0
+    default, other = _cell_ids(tmp_path / "a"), _cell_ids(tmp_path / "b")
+    assert default.isdisjoint(other)
+    spec = SweepSpec(datasets=(f"npz:{features}",), backbones=("identity",), shots=(1,),
+                     seeds=(0,), shadow_models=4, fpr=(0.1,))  # fmt: skip
+    assert default == {c.cell_id for c in expand(spec)}  # the id of the default is unchanged
+    with pytest.raises(MiascaleError, match="cannot be given"):
+        invoke("sweep", "--config", tmp_path / "x.toml", "--variance", "global")

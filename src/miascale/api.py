@@ -235,8 +235,8 @@ def run_sweep(
     warned about; ``on_error="raise"`` stops at the first. Progress goes to stderr unless
     ``quiet``.
     """
-    from miascale.cli import run_sweep_command
     from miascale.experiments.grid import SweepSpec
+    from miascale.experiments.workflows import run_sweep_command
 
     if spec is not None and spec_fields:
         raise MiascaleError("Give the grid one way: a spec, or its fields as keywords, not both.")
@@ -284,17 +284,13 @@ def _plain_rows(frame: pd.DataFrame) -> list[dict]:
 def fit_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
     """Rows as ``miascale fit`` prepares them: "all classes" cells get their number of classes,
     DP cells a variant of their own per ε."""
-    from miascale.audit import dp_variant
+    from miascale.experiments.workflows import relabel_dp
 
-    out = []
-    for row in rows:
-        r = dict(row)
+    out = [dict(row) for row in rows]
+    for r in out:
         if r.get("classes") is None:
             r["classes"] = r.get("n_classes")
-        if r.get("epsilon") is not None:
-            r["variant"] = dp_variant(r["variant"], r["epsilon"])
-        out.append(r)
-    return out
+    return relabel_dp(out)
 
 
 def fit(rows: Run | str | Path | pd.DataFrame | Iterable[Mapping[str, Any]], **rules: Any):

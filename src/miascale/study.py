@@ -244,7 +244,7 @@ def run_study(
     ``fit_only`` runs nothing: it refits and reports what the study's runs hold. Failed cells are
     recorded (a rerun retries them); the fit uses the cells that are done.
     """
-    from miascale.cli import run_sweep_command
+    from miascale.experiments.workflows import run_sweep_command
     from miascale.report.study_page import build_study_report
 
     out = Path(out)

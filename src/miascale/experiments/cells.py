@@ -14,7 +14,6 @@ import numpy as np
 
 from miascale.attacks import Variant
 from miascale.audit import (
-    AuditConfig,
     run_attacks,
     signals_of,
     train_and_signal,
@@ -27,8 +26,6 @@ from miascale.data.base import Dataset
 from miascale.errors import MiascaleError
 from miascale.experiments.grid import Cell, default_shots
 from miascale.tails import tails
-from miascale.training.dp import DPConfig
-from miascale.training.heads import HeadConfig
 
 
 def check_variants(variants: tuple[str, ...]) -> None:
@@ -109,14 +106,6 @@ class FeatureMemo:
         return shots
 
 
-def _dp_config(cell: Cell) -> DPConfig | None:
-    if cell.epsilon is None:
-        return None
-    given = {"delta": cell.dp_delta, "clip": cell.dp_clip, "sampling_rate": cell.dp_sampling_rate,
-             "steps": cell.dp_steps}  # fmt: skip
-    return DPConfig(epsilon=cell.epsilon, **{k: v for k, v in given.items() if v is not None})
-
-
 def compute_cell(
     cell: Cell, fs: FeatureSet | Dataset, run_dir: Path, device: str = "cpu"
 ) -> tuple[list[dict], str]:
@@ -126,12 +115,7 @@ def compute_cell(
 
     A module-level function of picklable arguments, so an execution backend can ship it to a worker.
     """
-    config = AuditConfig(
-        shots=cell.shots, classes=cell.classes, shadow_models=cell.shadow_models,
-        attack=",".join(cell.variants), membership=cell.membership, fpr=tuple(cell.fpr),
-        seed=cell.seed, head=HeadConfig(l2=cell.l2, standardize=cell.standardize), hpo_trials=cell.hpo, dp=_dp_config(cell),
-        finetune=cell.finetune,
-    )  # fmt: skip
+    config = cell.audit_config()
     if cell.finetune == "film":
         t = train_and_signal_film(fs, cell.backbone, cell.resolution, config, device)
     else:

@@ -1,10 +1,9 @@
-"""Sweep grids: a :class:`SweepSpec` (what to run) expands into :class:`Cell` s (one audit setting each).
+"""Sweep grids: a :class:`SweepSpec` (grid axes + audit settings) expands into :class:`Cell` s.
 
-A *cell* is one (dataset, backbone, classes C, shots S, seed) combination plus the settings shared by
-the whole sweep; running it trains one set of models and yields several result rows (one per
-attack × variant × FPR level). Every cell has a stable :attr:`Cell.cell_id`, the first 16 hex digits
-of the SHA-256 of a canonical JSON of all its fields, so the same cell gets the same id on every run
-and every machine; the result store uses it to resume an interrupted sweep.
+A cell is one (dataset, backbone, classes, shots, seed, ε) point plus the sweep-wide settings; its
+:attr:`Cell.cell_id` is stable across runs and machines (the store resumes by it) and
+:meth:`Cell.audit_config` is its :class:`~miascale.audit.AuditConfig`. Contract:
+docs/design/sweep-config.md.
 """
 
 from __future__ import annotations
@@ -20,19 +19,26 @@ from pathlib import Path
 from typing import Any
 
 from miascale.errors import MiascaleError
+from miascale.experiments.settings import (
+    FLOAT_SETTINGS,
+    NO_DP,
+    SETTING_NAMES,
+    AuditSettings,
+    build_audit_config,
+    check_settings,
+    coerce,
+    is_int,
+    is_num,
+)
 
 MAX_DEFAULT_SHOTS = 256
 MEMBERSHIP_DESIGNS = ("balanced", "bernoulli")
 FINETUNE_MODES = ("head", "film")
 
-# TOML has no null: these strings stand for None in a spec file.
-_ALL_CLASSES = "all"
-_AUTO_SHOTS = "auto"
-_NO_DP = "inf"  # in epsilons: ordinary (non-DP) training
-
 
 def default_shots(max_feasible: int) -> tuple[int, ...]:
-    """Powers of two 1, 2, 4, … up to ``max_feasible`` (the largest S the data allows), at most 256."""
+    """Powers of two 1, 2, 4, … up to ``max_feasible`` (the largest S the data allows), at most
+    256."""
     if isinstance(max_feasible, bool) or not isinstance(max_feasible, int) or max_feasible < 1:
         raise MiascaleError(
             f"No shots value is feasible (the largest feasible S is {max_feasible!r}): every class "
@@ -58,14 +64,6 @@ def _dupes(values: tuple) -> list:
     return dup
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 def _check_list(name: str, values: tuple) -> None:
     if not values:
         raise MiascaleError(f"The sweep's {name} list is empty; give at least one value.")
@@ -77,7 +75,7 @@ def _check_list(name: str, values: tuple) -> None:
 
 
 @dataclass(frozen=True)
-class SweepSpec:
+class SweepSpec(AuditSettings):
     """What a sweep runs: the cross product of datasets × backbones × classes × shots × seeds.
 
     ``shots=None`` means the default 1, 2, 4, … up to the largest S the data allows (at most 256,
@@ -118,16 +116,16 @@ class SweepSpec:
             object.__setattr__(self, name, tuple(fn(v) for v in value))
 
         def to_float(v: Any) -> Any:
-            return float(v) if _is_num(v) else v
+            return float(v) if is_num(v) else v
 
         for name in ("datasets", "backbones", "shots", "classes", "seeds", "variants"):
             norm(name)
         norm("fpr", to_float)
         norm(
-            "epsilons", lambda v: None if v is None or v == _NO_DP or v == math.inf else to_float(v)
+            "epsilons", lambda v: None if v is None or v == NO_DP or v == math.inf else to_float(v)
         )
-        for name in ("l2", "dp_delta", "dp_clip", "dp_sampling_rate"):
-            if _is_num(getattr(self, name)):
+        for name in ("l2", "dp_delta", "dp_clip", "dp_sampling_rate", *FLOAT_SETTINGS):
+            if is_num(getattr(self, name)):
                 object.__setattr__(self, name, float(getattr(self, name)))
         self.validate()
 
@@ -143,24 +141,24 @@ class SweepSpec:
         if self.shots is not None:
             _check_shots(self.shots, "the sweep's shots")
         _check_list("classes", self.classes)
-        bad = [c for c in self.classes if c is not None and (not _is_int(c) or c < 2)]
+        bad = [c for c in self.classes if c is not None and (not is_int(c) or c < 2)]
         if bad:
             raise MiascaleError(
                 f"Every classes value must be an integer ≥ 2 (or 'all' for all classes), got "
                 f"{bad!r}."
             )
         _check_list("seeds", self.seeds)
-        bad = [s for s in self.seeds if not _is_int(s) or s < 0]
+        bad = [s for s in self.seeds if not is_int(s) or s < 0]
         if bad:
             raise MiascaleError(f"Seeds must be non-negative integers, got {bad!r}.")
-        if not _is_int(self.shadow_models) or self.shadow_models < 4:
+        if not is_int(self.shadow_models) or self.shadow_models < 4:
             raise MiascaleError(
                 f"shadow_models must be an integer ≥ 4 (LiRA fits IN and OUT distributions from "
                 f"the shadow models, and a target's complementary partner is never one of them; "
                 f"64 or more is typical), got {self.shadow_models!r}."
             )
         _check_list("fpr", self.fpr)
-        bad = [t for t in self.fpr if not _is_num(t) or not (0.0 < t < 1.0)]
+        bad = [t for t in self.fpr if not is_num(t) or not (0.0 < t < 1.0)]
         if bad:
             raise MiascaleError(
                 f"FPR levels must lie strictly between 0 and 1 (e.g. 0.1, 0.01, 0.001), got "
@@ -168,7 +166,7 @@ class SweepSpec:
             )
         for name in ("resolution", "min_per_class"):
             v = getattr(self, name)
-            if v is not None and (not _is_int(v) or v < 1):
+            if v is not None and (not is_int(v) or v < 1):
                 raise MiascaleError(
                     f"{name} must be a positive integer or left out (the default), got {v!r}."
                 )
@@ -177,31 +175,31 @@ class SweepSpec:
                 f"Unknown membership design {self.membership!r}; choose one of "
                 f"{', '.join(MEMBERSHIP_DESIGNS)}."
             )
-        if not _is_num(self.l2) or not math.isfinite(self.l2) or self.l2 < 0:
+        if not is_num(self.l2) or not math.isfinite(self.l2) or self.l2 < 0:
             raise MiascaleError(
                 f"l2 must be a finite number ≥ 0 (the weight-decay strength, default 1e-3), got "
                 f"{self.l2!r}."
             )
         _check_list("epsilons", self.epsilons)
-        bad = [e for e in self.epsilons if e is not None and (not _is_num(e) or not e > 0)]
+        bad = [e for e in self.epsilons if e is not None and (not is_num(e) or not e > 0)]
         if bad:
             raise MiascaleError(
                 f"Every epsilons value must be a number > 0 or 'inf' (no DP), got {bad!r}."
             )
         for name in ("dp_delta", "dp_sampling_rate"):
             v = getattr(self, name)
-            if v is not None and (not _is_num(v) or not 0 < v < 1):
+            if v is not None and (not is_num(v) or not 0 < v < 1):
                 raise MiascaleError(f"{name} must lie strictly between 0 and 1, got {v!r}.")
-        if self.dp_clip is not None and (not _is_num(self.dp_clip) or not self.dp_clip > 0):
+        if self.dp_clip is not None and (not is_num(self.dp_clip) or not self.dp_clip > 0):
             raise MiascaleError(f"dp_clip must be a number > 0, got {self.dp_clip!r}.")
-        if self.dp_steps is not None and (not _is_int(self.dp_steps) or self.dp_steps < 1):
+        if self.dp_steps is not None and (not is_int(self.dp_steps) or self.dp_steps < 1):
             raise MiascaleError(f"dp_steps must be an integer ≥ 1, got {self.dp_steps!r}.")
         if self.finetune not in FINETUNE_MODES:
             raise MiascaleError(
                 f"Unknown finetune mode {self.finetune!r}; choose one of "
                 f"{', '.join(FINETUNE_MODES)}."
             )
-        if not _is_int(self.hpo) or self.hpo < 0:
+        if not is_int(self.hpo) or self.hpo < 0:
             raise MiascaleError(f"hpo must be a number of trials ≥ 0, got {self.hpo!r}.")
         from miascale.training.heads import STANDARDIZE
 
@@ -223,8 +221,9 @@ class SweepSpec:
         if given and not dp:
             raise MiascaleError(
                 f"{', '.join(given)} only apply to DP cells; add a numeric ε to epsilons (e.g. "
-                f"--epsilons inf,1,8) or leave them out."
+                f"--epsilon inf,1,8) or leave them out."
             )
+        check_settings(self, dp, self.finetune == "film")
         return self
 
     def to_dict(self) -> dict:
@@ -233,15 +232,7 @@ class SweepSpec:
         Settings added after the first release are left out while they hold their defaults, so
         that run directories written before them still resume.
         """
-        d = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in _LATER_SPEC_FIELDS and v == f.default:
-                continue
-            if f.name in _LEGACY_VALUES and v == _LEGACY_VALUES[f.name]:
-                continue
-            d[f.name] = list(v) if isinstance(v, tuple) else v
-        return d
+        return _plain_fields(self, _LATER_SPEC_FIELDS)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "the sweep spec") -> SweepSpec:
@@ -265,7 +256,7 @@ class SweepSpec:
             )
         kw: dict[str, Any] = {}
         for key, value in data.items():
-            kw[key] = _coerce(key, value, source)
+            kw[key] = coerce(key, value, source)
         return cls(**kw)
 
     @classmethod
@@ -295,72 +286,30 @@ class SweepSpec:
 # reuses old results.
 _LEGACY_VALUES: dict[str, Any] = {"standardize": "subset"}
 
+
+def _plain_fields(obj, later: frozenset) -> dict:
+    """A spec's or cell's fields as JSON values (tuples as lists), leaving out the ``later``
+    fields at their defaults and the fields at their legacy values (see below)."""
+    d = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if f.name in later and v == f.default:
+            continue
+        if f.name in _LEGACY_VALUES and v == _LEGACY_VALUES[f.name]:
+            continue
+        d[f.name] = list(v) if isinstance(v, tuple) else v
+    return d
+
+
 _LATER_SPEC_FIELDS = frozenset(
-    ("epsilons", "dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps", "finetune", "hpo")
-)
-
-_LIST_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "datasets": ("strings", lambda v: isinstance(v, str)),
-    "backbones": ("strings", lambda v: isinstance(v, str)),
-    "variants": ("strings", lambda v: isinstance(v, str)),
-    "shots": ("positive integers", _is_int),
-    "classes": ("integers or 'all'", lambda v: _is_int(v) or v in (_ALL_CLASSES, None)),
-    "seeds": ("integers", _is_int),
-    "fpr": ("numbers", _is_num),
-    "epsilons": ("numbers or 'inf'", lambda v: _is_num(v) or v in (_NO_DP, None)),
-}
-_SCALAR_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "shadow_models": ("an integer", _is_int),
-    "resolution": ("an integer", _is_int),
-    "min_per_class": ("an integer", _is_int),
-    "membership": ("a string", lambda v: isinstance(v, str)),
-    "l2": ("a number", _is_num),
-    "dp_delta": ("a number", _is_num),
-    "dp_clip": ("a number", _is_num),
-    "dp_sampling_rate": ("a number", _is_num),
-    "dp_steps": ("an integer", _is_int),
-    "finetune": ("a string", lambda v: isinstance(v, str)),
-    "hpo": ("an integer", _is_int),
-    "standardize": ("a string", lambda v: isinstance(v, str)),
-}
-
-
-_OPTIONAL = (
-    "shots",
-    "resolution",
-    "min_per_class",
-    "dp_delta",
-    "dp_clip",
-    "dp_sampling_rate",
-    "dp_steps",
-)
-
-
-def _coerce(key: str, value: Any, source: str) -> Any:
-    if key in _OPTIONAL and value is None:
-        return None  # from JSON (to_dict); TOML has no null
-    if key == "shots" and value == _AUTO_SHOTS:
-        return None
-    if key in _LIST_TYPES:
-        what, ok = _LIST_TYPES[key]
-        items = value if isinstance(value, list) else [value]
-        bad = [v for v in items if not ok(v)]
-        if bad:
-            raise MiascaleError(f"{key!r} in {source} must be a list of {what}, got {value!r}.")
-        if key == "classes":
-            items = [None if v == _ALL_CLASSES else v for v in items]
-        if key == "epsilons":
-            items = [None if v == _NO_DP else v for v in items]
-        return tuple(items)
-    what, ok = _SCALAR_TYPES[key]
-    if not ok(value):
-        raise MiascaleError(f"{key!r} in {source} must be {what}, got {value!r}.")
-    return value
+    ("epsilons", "dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps", "finetune", "hpo",
+     *SETTING_NAMES)
+)  # fmt: skip
 
 
 def _check_shots(shots: tuple, where: str) -> None:
     _check_list("shots", shots)
-    bad = [s for s in shots if not _is_int(s) or s < 1]
+    bad = [s for s in shots if not is_int(s) or s < 1]
     if bad:
         raise MiascaleError(
             f"Every shots value (examples per class) must be an integer ≥ 1; {where} has {bad!r}."
@@ -368,7 +317,7 @@ def _check_shots(shots: tuple, where: str) -> None:
 
 
 @dataclass(frozen=True)
-class Cell:
+class Cell(AuditSettings):
     """One audit setting of a sweep: a (dataset, backbone, classes, shots, seed) point plus the
     sweep-wide settings. Identified by :attr:`cell_id`."""
 
@@ -400,19 +349,22 @@ class Cell:
 
         Fields added after the first release are left out while they hold their defaults.
         """
-        d = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in _LATER_FIELDS and v == f.default:
-                continue
-            if f.name in _LEGACY_VALUES and v == _LEGACY_VALUES[f.name]:
-                continue
-            d[f.name] = list(v) if isinstance(v, tuple) else v
-        return d
+        return _plain_fields(self, _LATER_FIELDS)
 
     @property
     def dp(self) -> bool:
         return self.epsilon is not None
+
+    def audit_config(self):
+        """The :class:`~miascale.audit.AuditConfig` this cell runs (the one place it is built)."""
+        return build_audit_config(
+            shots=self.shots, variants=self.variants, classes=self.classes, seed=self.seed,
+            shadow_models=self.shadow_models, fpr=self.fpr, membership=self.membership,
+            l2=self.l2, standardize=self.standardize, epsilon=self.epsilon,
+            dp_delta=self.dp_delta, dp_clip=self.dp_clip, dp_sampling_rate=self.dp_sampling_rate,
+            dp_steps=self.dp_steps, finetune=self.finetune, hpo=self.hpo,
+            **self.audit_settings(),
+        )  # fmt: skip
 
     @property
     def cell_id(self) -> str:
@@ -430,8 +382,9 @@ class Cell:
 
 
 _LATER_FIELDS = frozenset(
-    ("epsilon", "dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps", "finetune", "hpo")
-)
+    ("epsilon", "dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps", "finetune", "hpo",
+     *SETTING_NAMES)
+)  # fmt: skip
 
 
 ShotsFor = Callable[[str, str, int | None], tuple[int, ...]]
@@ -460,28 +413,19 @@ def expand(spec: SweepSpec, shots_for: ShotsFor | None = None) -> list[Cell]:
                     c = "all" if classes is None else classes
                     _check_shots(shots, f"the default shots for {dataset}/{backbone} C={c}")
                 for s, eps, seed in itertools.product(sorted(shots), spec.epsilons, spec.seeds):
-                    cells.append(
-                        Cell(
-                            dataset=dataset,
-                            backbone=backbone,
-                            classes=classes,
-                            shots=int(s),
-                            seed=seed,
-                            shadow_models=spec.shadow_models,
-                            fpr=spec.fpr,
-                            resolution=spec.resolution,
-                            min_per_class=spec.min_per_class,
-                            membership=spec.membership,
-                            l2=spec.l2,
-                            variants=spec.variants,
-                            epsilon=eps,
-                            dp_delta=spec.dp_delta if eps is not None else None,
-                            dp_clip=spec.dp_clip if eps is not None else None,
-                            dp_sampling_rate=spec.dp_sampling_rate if eps is not None else None,
-                            dp_steps=spec.dp_steps if eps is not None else None,
-                            finetune=spec.finetune,
-                            hpo=spec.hpo,
-                            standardize=spec.standardize,
-                        )
-                    )
+                    cells.append(_cell(spec, dataset, backbone, classes, int(s), eps, seed))
     return cells
+
+
+def _cell(spec: SweepSpec, dataset: str, backbone: str, classes, shots: int, eps, seed) -> Cell:
+    """One cell of ``spec``; the DP settings only on DP cells."""
+    dp = {n: getattr(spec, n) if eps is not None else None
+          for n in ("dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps")}  # fmt: skip
+    settings = {**spec.audit_settings(), "dp_lr": spec.dp_lr if eps is not None else None}
+    return Cell(
+        dataset=dataset, backbone=backbone, classes=classes, shots=shots, seed=seed,
+        shadow_models=spec.shadow_models, fpr=spec.fpr, resolution=spec.resolution,
+        min_per_class=spec.min_per_class, membership=spec.membership, l2=spec.l2,
+        variants=spec.variants, epsilon=eps, finetune=spec.finetune, hpo=spec.hpo,
+        standardize=spec.standardize, **dp, **settings,
+    )  # fmt: skip

@@ -112,12 +112,9 @@ def load_run(run_dir: str | Path) -> RunData:
             f"results), so there is nothing to report. Run (or resume) `miascale sweep` with this "
             f"--out first."
         )
-    from miascale.audit import dp_variant
+    from miascale.experiments.workflows import relabel_dp
 
-    for r in rows:  # DP cells: their own series and laws, labelled with their ε
-        if r.get("epsilon") is not None:
-            r["base_variant"] = r["variant"]
-            r["variant"] = dp_variant(r["variant"], r["epsilon"])
+    relabel_dp(rows)  # DP cells: their own series and laws, labelled with their ε
     fit_path = run_dir / FIT_NAME
     if fit_path.is_file():
         fit, source = _read_fit_json(fit_path), f"read from {FIT_NAME}"

@@ -1,0 +1,5 @@
+"""``python -m miascale.cli``."""
+
+from miascale.cli import main
+
+main()
