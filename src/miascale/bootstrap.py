@@ -1,27 +1,12 @@
 """Bootstrap interval for TPR at fixed FPR that resamples groups of pairs (pool examples).
 
-An audit scores every (target, example) pair, and one pool example appears under all K targets:
-its pairs share the example's vulnerability, so false positives cluster on the same examples and
-the pairs are not independent. The interval therefore resamples the *resampling unit* (normally
-the pool example) together with all its pairs, not single pairs.
+One pool example appears under all K targets, so its pairs are not independent: each resample
+draws the units (normally pool examples) with replacement and weights all their pairs by the
+draw counts (:func:`bootstrap_counts`). :func:`replicate_tprs` computes the weighted TPR@FPR of
+every resample from sparse (vertex × unit) counts, and :func:`percentile_interval` gives the
+interval and SE, for :func:`miascale.metrics.tpr_at_fpr` with ``groups``.
 
-Definition (used by :func:`miascale.metrics.tpr_at_fpr` with ``groups``)
-    Let the ``G`` distinct values of ``groups`` be the units (numbered in sorted order). Each of
-    ``n_boot`` resamples draws ``G`` units uniformly with replacement
-    (``numpy.random.default_rng(seed).integers``, resample after resample), i.e. multinomial
-    counts ``c_g`` with ``sum c_g = G``; every pair of unit ``g`` gets weight ``c_g``. On the weighted pairs TPR@t is computed exactly as in
-    :mod:`miascale.metrics` (ties kept together, the last vertex with weighted ``FP <=
-    fp_budget(t, Q_b)``, where ``Q_b`` / ``P_b`` are the total weights of negatives / positives),
-    i.e. as if every pair were repeated ``c_g`` times. ``TPR_b = TP_b / P_b``; a resample with
-    ``P_b = 0`` or ``Q_b = 0`` has no TPR (NaN) and is left out. The interval is the percentile
-    interval of the ``TPR_b`` (``numpy.nanquantile`` at ``(1 - confidence) / 2`` and ``(1 +
-    confidence) / 2``, linear interpolation) and ``se`` their standard deviation (``ddof=1``).
-
-Cost: the scores are sorted once (by the caller); each pair is reduced once to a sparse
-(vertex × unit) count matrix for members and one for non-members, so a block of resamples costs
-two sparse products, two cumulative sums and one ``searchsorted``, over the top of the ROC only
-when that suffices (see :func:`replicate_tprs`). Blocks are sized to keep the working memory near
-``_BLOCK_BYTES``.
+Contract (the definition, the cost): docs/design/bootstrap.md.
 """
 
 from __future__ import annotations

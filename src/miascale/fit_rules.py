@@ -1,52 +1,12 @@
 """Which measured cells may enter a power-law fit, what each one weighs, and the weighted fit.
 
-A *cell* is one (dataset, backbone, classes, shots) setting at one FPR level ``t``, measured
-with one or more seeds. The rules (contract: ``docs/sweep.md`` "Fit admission"; DESIGN §3):
+A *cell* is one (dataset, backbone, classes, shots) setting at one FPR level, measured with one or
+more seeds. :func:`summarize_cell` gives its mean advantage and standard error (bootstrap within
+seeds, spread between seeds), :func:`admission_reasons` the rules it fails (the ``REASON_*``
+constants: too few false positives, chance or noise floor, ceiling), and :func:`wls_fit` the
+weighted least squares of ``log10`` advantage with intervals that never shrink below the errors.
 
-Cell value and its uncertainty
-    ``advantage`` is the **mean** over seeds of ``TPR@t - t``; ``tpr`` likewise. Its standard
-    error combines the two sources of noise we can measure:
-
-    * within a seed, the bootstrap SE of TPR@t (resampling pool examples with all their target
-      pairs, :func:`miascale.metrics.tpr_at_fpr` with ``groups``), never below the half-width / z
-      of the Clopper–Pearson interval over pairs (the bootstrap collapses to 0 when every
-      resample gives TPR 1; independent pairs are the least noise there can be); rows written
-      before the bootstrap carry only that interval, which then stands in (``se_source``);
-    * across seeds (each seed redraws the pool and the plan, i.e. resamples whole cells), the
-      sample variance of the seeds' advantages.
-
-    ``se = sqrt(max(mean(se_i^2), var_between) / m)`` for ``m`` seeds (with one seed only the
-    bootstrap term). The between-seed term already contains the within-seed noise; the bootstrap
-    term is a floor, because the spread of two or three seeds is itself very noisy.
-    The cell's interval is ``advantage ± z·se`` (normal), ``y = log10(advantage)`` with
-    ``se_y = se / (advantage · ln 10)`` (delta method).
-
-Admission (each failed rule is recorded as a reason; a cell enters only with none)
-    * ``REASON_FEW_FP``: some seed's level allows fewer than ``min_false_positives`` false
-      positives (``floor(t · Q) < min_false_positives``, ``Q`` negative pairs): the threshold is
-      then set by a handful of non-member scores (default 10, not 1). Rows without counts
-      (``n_neg``) that say ``resolvable = False`` fail as ``REASON_UNRESOLVED`` instead (e.g. a
-      per-example level beyond the examples' OUT samples, :mod:`miascale.tails`).
-    * ``REASON_CHANCE``: the advantage interval reaches 0 (``advantage - z·se <= 0``), i.e. the
-      attack is not distinguishable from guessing; this includes a non-positive mean, whose
-      logarithm is undefined (``REASON_NONPOSITIVE`` is then recorded as well).
-    * ``REASON_CEILING``: the TPR interval comes within ``ceiling_margin`` of 1
-      (``tpr + z·se >= 1 - ceiling_margin``, default margin 0.02): near the ceiling the advantage
-      is pinned at ``1 - t`` and carries no information about the slope.
-
-    Rows may carry a ``floor`` (what the value is on null data, e.g. the noise floor of a
-    per-example quantile, :mod:`miascale.tails`) and a ``ceiling`` (the largest value possible;
-    default ``1 - t``, ``None``/absent = that default, ``inf`` = no ceiling). Then the chance rule
-    reads ``value - z·se <= floor`` (reason ``REASON_FLOOR`` when the floor is above 0) and the
-    ceiling rule ``value + z·se >= ceiling - ceiling_margin``.
-
-Weighted least squares
-    ``y`` on ``[1, log10 S (, log10 C)]`` with weights ``1 / se_y^2``. The coefficient
-    covariance is ``(X' W X)^-1 · max(1, s^2)`` where ``s^2`` is the weighted residual variance
-    (the reduced chi-square): when the points scatter more than their standard errors say (the
-    law is only approximately a line), the intervals widen accordingly; they never shrink below
-    what the measured errors imply. Intervals are Student-t with ``n - p`` degrees of freedom.
-    ``R²`` is the weighted coefficient of determination.
+Contract: docs/design/fit_rules.md (DESIGN §3; user guide: docs/sweep.md "Fit admission").
 """
 
 from __future__ import annotations
@@ -82,7 +42,7 @@ REASON_ORDER = (
 
 @dataclass(frozen=True)
 class CellSummary:
-    """One cell at one FPR level: the mean over seeds and its uncertainty (see module doc)."""
+    """One cell at one FPR level: mean over seeds and uncertainty (docs/design/fit_rules.md)."""
 
     fpr_level: float
     n_seeds: int
@@ -175,7 +135,7 @@ def admission_reasons(
     check_ceiling: bool = True,
     resolvable: bool = True,
 ) -> tuple[str, ...]:
-    """Every rule of the module docstring that ``cell`` fails, in :data:`REASON_ORDER`.
+    """Every rule of docs/design/fit_rules.md that ``cell`` fails, in :data:`REASON_ORDER`.
 
     ``resolvable=False`` (some seed allowed no false positive at all) fails the budget rule even
     when the rows carry no ``n_neg``.

@@ -208,7 +208,7 @@ def roc_curve(scores: Any, labels: Any) -> RocCurve:
 
 @dataclass(frozen=True)
 class TprAtFpr:
-    """TPR of the last ROC vertex with FPR <= ``fpr_level`` (see the module docstring).
+    """TPR of the last ROC vertex with FPR <= ``fpr_level`` (docs/design/metrics.md).
 
     ``ci_low``/``ci_high`` is the reported interval, computed by ``ci_method``: ``"bootstrap"``
     (over ``n_groups`` resampling units, ``n_boot`` resamples, standard error ``se``) or

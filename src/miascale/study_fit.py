@@ -1,34 +1,13 @@
 """The pooled law of a study: one law over shots and classes across datasets, whether one
 intercept serves every dataset, and how well the law predicts cells it has not seen.
 
-Per ``(attack, variant, fpr_level)`` (``docs/study.md``):
+:func:`fit_study` fits, per ``(attack, variant, fpr_level)``, the pooled law over every dataset's
+rows (:func:`miascale.scaling.fit_power_law`) beside each dataset's own fit, the nested F-test
+:func:`intercept_test`, the slope test of :mod:`miascale.study_slopes`, and the leave-one-group-out
+predictions :func:`holdout`. Everything here is pure (no I/O); results are frozen dataclasses
+with ``to_dict``/``from_dict``.
 
-Pooled law
-    :func:`miascale.scaling.fit_power_law` over the rows of every dataset at once, so the same
-    admission rules and weighted least squares (:mod:`miascale.fit_rules`) decide which cells
-    enter and what they weigh: ``log10 adv = beta_S log10 S + beta_C log10 C + beta_0``. The same
-    fit on each dataset's rows alone is kept beside it (``per_dataset``). A *dataset* here is a
-    ``dataset/backbone`` pair.
-
-Intercept test
-    On the pooled law's admitted cells, the shared-intercept law (3 parameters) is nested in the
-    law with one intercept per dataset and common slopes (``k + 2`` parameters for ``k``
-    datasets). With weighted residual sums of squares ``RSS_shared`` and ``RSS_separate``::
-
-        F = ((RSS_shared - RSS_separate) / (k - 1)) / max(1, RSS_separate / (n - k - 2))
-
-    against ``F(k - 1, n - k - 2)``. The denominator never falls below 1, as the intervals of
-    :func:`~miascale.fit_rules.wls_fit` never shrink below what the measured errors imply, which
-    makes the test slightly conservative. ``p < alpha`` (default 0.05): each dataset needs its own
-    intercept; otherwise one intercept serves all of them.
-
-Out-of-sample errors
-    The law is refitted without a group of cells and predicts them: *leave one dataset out*
-    (shared-intercept law) and *leave one C out* (both laws); RMSE, mean absolute and mean error
-    of ``log10`` advantage, and the share of left-out cells inside their 95% prediction
-    intervals (the formula: docs/study.md). The slope test: :mod:`miascale.study_slopes`.
-
-Everything here is pure (no I/O); results are frozen dataclasses with ``to_dict``/``from_dict``.
+Contract (the F statistic, the prediction intervals): docs/design/study.md (guide: docs/study.md).
 """
 
 from __future__ import annotations
@@ -107,7 +86,7 @@ class _Plain:
 
 @dataclass(frozen=True)
 class InterceptTest(_Plain, NestedTest):
-    """Does one intercept serve every dataset? (module docstring)."""
+    """Does one intercept serve every dataset? (docs/design/study.md)."""
 
     rss_shared: float | None = None
     rss_separate: float | None = None
@@ -210,7 +189,7 @@ def _yse(points: Sequence[FitPoint]) -> tuple[np.ndarray, np.ndarray]:
 def intercept_test(
     points: Sequence[FitPoint], use_c: bool, confidence: float = 0.95, alpha: float = ALPHA
 ) -> InterceptTest:
-    """The nested-model F-test of the module docstring on a level's admitted cells."""
+    """The nested-model F-test of docs/design/study.md on a level's admitted cells."""
     labels = tuple(sorted({group_label(p.dataset, p.backbone) for p in points}))
     base = {"datasets": labels, "n_points": len(points), "alpha": float(alpha)}
     k = len(labels)

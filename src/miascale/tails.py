@@ -1,45 +1,13 @@
 """The most vulnerable examples of an audit, measured without saturation, leaks or false precision.
 
-Inputs are an audit's LiRA statistics ``stats`` (K, N) and membership ``in_mask`` (K, N).
-Contract (``docs/vulnerability.md``, "Per-example quantiles"):
-
-Separation (no ceiling)
-    For example n: ``mu_in``, ``mu_out`` the means of its statistics over IN / OUT models and
-    ``s_n^2`` the pooled within-group variance (``n_in + n_out - 2`` degrees of freedom). With few
-    models ``s_n`` is noisy, so it is shrunk toward the pooled variance of all examples
-    ``s_pool^2`` (their mean): ``sigma_n^2 = (nu s_pool^2 + df_n s_n^2) / (nu + df_n)`` with prior
-    weight ``nu = SHRINK_DF`` (16). The separation is ``d_n = (mu_in - mu_out) / sigma_n``, the
-    empirical twin of the separation ``u / sqrt(S)`` of the simplified model (docs/theory.md). It
-    has no ceiling: it keeps growing where every TPR is 1.
-
-Per-example advantage at FPR t
-    ``adv_n(t) = Phi_bar(Phi_bar^-1(t) - d_n) - t``, the one-sided Gaussian test on the example's
-    own statistics. It is monotone in ``d_n``, so its q-quantile is defined as ``adv`` of the
-    q-quantile of ``d`` (``numpy.quantile``, linear). The Gaussian extrapolates the OUT
-    distribution beyond its sample when ``t · n_out < 1``; a level is *resolvable* only when
-    ``t · n_out >= 1`` for the median example (``resolvable``), otherwise its values are reported
-    but marked and never fitted.
-
-Quantiles and the maximum
-    ``q`` in :data:`QUANTILES` are the q-quantiles themselves (the research's "99th percentile"),
-    and ``max`` the largest value. ``cross_max`` is the selection-bias-free maximum: the example
-    ranked first on one half of the models, measured on the other half (halves keep complementary
-    partner models together), averaged over the two directions.
-
-Noise floor
-    What each figure is on null data (IN and OUT statistics from one law): ``d_n`` is then about
-    ``N(0, 1/n_in + 1/n_out)``, so the floor of the q-quantile is ``Phi^-1(q) · sqrt(1/n_in +
-    1/n_out)`` and of the max ``Phi^-1((N - 0.375) / (N + 0.25)) · sqrt(...)`` (Blom's expected
-    maximum of N normals), with the median counts; ``cross_max`` has floor 0 (measured on models
-    that did not select it). Advantage floors are ``adv`` of the separation floors. A value whose
-    interval reaches its floor is indistinguishable from noise and is not fitted.
-
-Uncertainty
-    A bootstrap (``n_boot`` resamples, default 100) that resamples model *pairs* (a model with its
-    complementary partner; unpaired models alone) and pool examples, and recomputes everything;
-    ``se`` is the standard deviation of the replicates.
-
+From an audit's LiRA statistics ``stats`` (K, N) and membership ``in_mask`` (K, N),
+:func:`tails` computes each example's shrunk standardised separation ``d_n`` (no ceiling) and its
+Gaussian advantage per FPR level, their quantiles, maximum and cross-fitted maximum, each with a
+noise floor and a bootstrap SE over model pairs and examples (:class:`Tails`);
+:func:`cross_ranked` ranks the top examples on one half of the models, measured on the other.
 All functions are pure numpy/scipy and do no I/O.
+
+Contract: docs/design/tails.md (user guide: docs/vulnerability.md, "Per-example quantiles").
 """
 
 from __future__ import annotations
@@ -69,7 +37,7 @@ def _names(quantiles: tuple[float, ...]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Tails:
-    """Separation and per-level advantage tails of one audit (see the module docstring).
+    """Separation and per-level advantage tails of one audit (docs/design/tails.md).
 
     ``names`` are ``q0.5 … q0.999, max, cross_max``; ``separation``/``separation_se``/
     ``separation_floor`` are indexed by name; ``advantage``/``advantage_se``/``advantage_floor``
@@ -198,7 +166,7 @@ def tails(
     n_boot: int = N_BOOT,
     seed: int = 0,
 ) -> Tails:
-    """Separation and advantage tails with bootstrap SEs and noise floors (module docstring)."""
+    """Separation and advantage tails with bootstrap SEs and noise floors (docs/design/tails.md)."""
     from miascale.attacks.lira import check_signals
     from miascale.metrics import check_fpr_levels
 

@@ -1,15 +1,9 @@
 """LiRA (Carlini et al., 2022), vectorised over targets and examples.
 
-Every one of the K models is the target once; the other models are its shadows. By default
-(``exclude_partner=True``, DESIGN §3) the target's complementary partner — the model trained on
-exactly the complement of its set, :func:`miascale.membership.complement_partners` — is left out
-too: its statistic is anti-correlated with the target's and its membership is the negation of the
-target's, so it would bias the fit. Targets without a partner (Bernoulli plans, an odd last model)
-keep all K−1 shadows; ``exclude_partner=False`` is plain leave-one-out. Shadow statistics are split per example into IN (shadow trained on the example)
-and OUT groups, Gaussians are fitted to each, and the target's statistic is scored against them.
-The target's own row (and its partner's) never influences its parameters: leave-one-out (or
-leave-two-out) sums, variances and medians are obtained by removing those rows' contributions from
-per-example totals, vectorised over all targets at once.
+Each of the K models is the target once against Gaussians fitted to its shadows' IN and OUT
+statistics, without the target's own row nor (by default) its complementary partner's;
+leave-one-out sums are removed from per-example totals for all targets at once.
+Contract: docs/design/attacks.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""LOSS baseline (Yeom et al., 2018): a global threshold on the target model's own loss.
-
-The score of example n under target k is ``log p_y = −cross-entropy``, the log true-class
-probability of the target model itself (higher = more likely a member). It uses no shadow model
-and never reads the membership mask. From the stored LiRA statistic φ = logit(p_y):
-``log p_y = log_sigmoid(φ) = −log(1 + exp(−φ))``, evaluated with ``np.logaddexp`` so it is exact
-for large |φ| (≈ φ for φ ≪ 0, ≈ −exp(−φ) for φ ≫ 0).
+"""LOSS baseline (Yeom et al., 2018): a global threshold on the target model's own loss,
+``log p_y = log_sigmoid(φ)`` from the stored LiRA statistic. Contract: docs/design/attacks.md.
 """
 
 from __future__ import annotations

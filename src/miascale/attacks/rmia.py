@@ -1,60 +1,13 @@
 """RMIA (Zarifzadeh, Liu, Shokri, ICML 2024), vectorised over targets and examples.
 
-Every one of the K models is the target once; the other models are its reference models. By
-default (``exclude_partner=True``, DESIGN §3) the target's complementary partner
-(:func:`miascale.membership.complement_partners`: trained on exactly the complement of the
-target's set, anti-correlated with it) is never a reference; targets without a partner keep all
-K−1 references, and ``exclude_partner=False`` is plain leave-one-out. "All references" below
-means this set. With ``p(x|θ)`` the true-class probability — ``expit(φ)`` of the stored
-LiRA statistic φ, handled as ``log p = log_sigmoid(φ)`` so it is exact for any finite φ — the
-likelihood ratio of an audited example ``x`` against a population point ``z`` under target ``θ_k``
-is::
+:func:`rmia_scores` attacks every model as the target against its reference models (all others
+but its complementary partner by default, DESIGN §3): an example's score is the fraction of
+population points ``z`` whose likelihood ratio ``LR(x, z)`` is at least ``gamma`` (inclusive, in
+log space, one ``searchsorted`` per target). Online RMIA averages ``p(x)`` over all references;
+offline uses the OUT references with the coefficient ``a``, tuned per target on a shadow model
+(:func:`pseudo_target`) when ``a=None``.
 
-    LR(x, z) = (p(x|θ_k) / p(x)) / (p(z|θ_k) / p(z))
-
-and ``score(x) = #{z : LR(x, z) ≥ γ} / Z``. The comparison is inclusive (DESIGN §3: ties are never
-split) and done in log space: with ``r(·) = log p(·|θ_k) − log p(·)``, ``z`` counts for ``x`` when
-``r(z) ≤ r(x) − log γ``. The population ratios of a target are sorted once and every ``x`` is
-answered with ``np.searchsorted`` — O((N + Z)·log Z) per target; no N × Z matrix is formed.
-The reference implementation compares strictly (``ratio > 1``); the inclusive comparison only
-differs on exact ties.
-
-``p(x)`` (the marginal over reference models):
-
-* **online** — the mean of ``p(x|θ')`` over all reference models (IN and OUT for ``x``).
-* **offline** — only references where ``x`` is OUT: ``p(x) ≈ ½·((1 + a)·p_OUT(x) + (1 − a))`` with
-  ``p_OUT`` the mean over the OUT references. Examples with no OUT reference get a NaN score and
-  are counted in ``n_unscored``.
-
-Population points were never trained on, so all references are OUT for them: online ``p(z)`` is
-the mean over all references. **Offline p(z)** follows the authors' reference implementation,
-privacytrustlab/ml_privacy_meter ``modules/mia/attacks/rmia.py`` (``run_rmia``: the population is
-given an all-False membership matrix and ``mean_z = (1 + a)/2 · mean_out_z + (1 − a)/2``): the
-same ``a``-correction is applied to the population, ``p(z) = ½·((1 + a)·p_OUT(z) + (1 − a))`` with
-``p_OUT(z)`` the mean over all references. Population and pool columns go through exactly the
-same arithmetic, so an ``x`` and a ``z`` with identical statistics tie exactly (LR = 1).
-
-**Tuning a** (offline, ``a=None``): like the reference's ``tune_offline_a``, ``a`` is chosen on a
-shadow model playing the target — never with the target's membership or statistics. For target
-``k`` a deterministic pseudo-target ``j = pseudo_target(k)`` is attacked offline with references
-``all \\ {k, j}`` (with ``exclude_partner``: ``all \\ {k, partner(k), j, partner(j)}``, so the
-partner is not used either and ``j`` is attacked as the real target is) for every ``a`` in
-``a_grid``; the ``a`` with the highest AUC
-(:func:`miascale.metrics.auc` of ``j``'s scores against ``in_mask[j]``, over scored examples) wins,
-the smallest ``a`` on ties. The reference pairs each model with its neighbour ``k ± 1``; in
-miascale's balanced plan models ``2i`` and ``2i + 1`` are complementary (``in_mask[2i+1] =
-~in_mask[2i]``), so that neighbour's membership would reveal the target's. We therefore use the
-nearest model outside the target's pair: ``k − 1`` for even ``k ≥ 2`` (else ``k + 2``), ``k + 1`` for
-odd ``k`` (``k − 2`` for the last model). With ``exclude_partner`` the rule is applied to the
-models *ordered with partners adjacent* (pairs by their lower index, then unpaired models in index
-order; this is the identity for balanced and Bernoulli plans), so for any plan the excluded models
-lie within four consecutive positions of that order. Tuning needs K ≥ 3 (and, with
-``exclude_partner``, a model left besides the excluded ones; otherwise pass ``a``).
-
-Reference sums are log-sum-exps over the models outside each target's excluded set, assembled from
-prefix and suffix ``logaddexp`` accumulations over the (ordered) model axis plus the few
-non-excluded models between the first and last excluded one, so excluded rows never enter and no
-probabilities are subtracted (no cancellation).
+Contract (LR, the marginals, tuning ``a``, reference sums): docs/design/attacks.md.
 """
 
 from __future__ import annotations
@@ -122,7 +75,7 @@ class RmiaResult:
 
 
 def pseudo_target(k: int, n_models: int) -> int:
-    """Shadow model that plays the target when tuning ``a`` for target ``k`` (see module doc).
+    """Shadow model playing the target when tuning ``a`` for target ``k`` (docs/design/attacks.md).
 
     The nearest model outside ``k``'s complementary pair ``{2i, 2i+1}``; always within two
     indices of ``k``. Needs ``n_models ≥ 3``.
@@ -343,7 +296,7 @@ def rmia_scores(
             (needs K ≥ 3). Ignored when online.
         a_grid: candidate values of ``a`` for tuning.
         exclude_partner: leave each target's complementary partner out of its references and
-            of the tuning of ``a`` (DESIGN §3, see the module doc); False gives plain
+            of the tuning of ``a`` (DESIGN §3, docs/design/attacks.md); False gives plain
             leave-one-out over all K−1 other models.
 
     Returns:

@@ -1,25 +1,13 @@
 """Execution backends of a sweep: where each cell's work runs (see ``docs/cluster.md``).
 
-A backend takes the cells still to do and yields one :class:`CellOutcome` per cell, as the cells
-finish; :func:`miascale.experiments.runner.run_sweep` records each outcome in the result store at
-once. The **driver** (the process running ``run_sweep``) is the only writer of the run directory's
-store, so the store's crash-safety guarantees (``docs/store.md``) do not depend on the backend.
+A backend (:class:`Backend`, built by :func:`make_backend`) takes the cells still to do and
+yields one :class:`CellOutcome` per cell as they finish; the driver running
+:func:`miascale.experiments.runner.run_sweep` alone records them in the store.
+:class:`LocalBackend` runs the cells in this process, in order; :class:`RayBackend` runs each as
+a Ray task (features put in the object store once per group, artifact bytes returned to the
+driver, retries only for dead workers and lack of memory).
 
-- :class:`LocalBackend` runs the cells in this process, one after the other, in order.
-- :class:`RayBackend` runs each cell as a Ray task. The features of each (dataset, backbone,
-  resolution, min_per_class) are loaded once in the driver and put in Ray's object store once;
-  every task of that group receives the same object reference. A task writes its artifact files
-  into a private temporary folder on its worker and returns their bytes with its rows; the driver
-  writes them into the run directory atomically, then records the cell. So the run directory
-  needs to exist only on the driver's machine (no shared file system), and a recorded cell
-  always points at complete artifacts, as with the local backend.
-
-Failures: a task whose worker dies (crash, ``SIGKILL``, the out-of-memory killer) is retried by Ray
-up to ``max_retries`` times; an exception raised by the cell's code is retried the same number of
-times only when it signals a lack of memory (``MemoryError``, torch's ``OutOfMemoryError``) and
-is otherwise final at once (it is deterministic: the same cell raises it again). A cell that still
-fails is yielded as a failed outcome, with a one-line error; the runner records it as ``failed``
-and goes on with the other cells (or re-raises with ``on_error="raise"``).
+Contract (the single writer, artifacts, failures and retries): docs/design/backends.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,13 @@
 """Run a sweep's cells, resumably: cells already in the store are skipped, each finished cell is
-recorded at once (one transaction), so a sweep killed at any moment loses at most the cell in flight.
+recorded at once (one transaction), so a sweep killed at any moment loses at most the cell in
+flight.
 
-The ``run_cell`` callback does the work of one cell and returns ``(rows, artifacts)``: the result rows
-(see :meth:`ResultStore.record_cell`) and an optional path of the cell's artifact files. The callback
-must write those files atomically (``miascale.paths.atomic_write_bytes`` / ``atomic_path``) and before
-returning, so that a recorded cell always points at complete artifacts; a cell killed mid-way leaves
-at most stray files that its rerun overwrites.
+:func:`run_sweep` hands the cells still to do to a backend (:mod:`miascale.experiments.backends`)
+and records every outcome; the ``run_cell`` callback must write its artifact files atomically
+before returning. :func:`check_done_cells` says which done cells to recompute before resuming
+(missing or corrupt artifacts, changed data).
 
-Where the cells run is up to a backend (:mod:`miascale.experiments.backends`: in this process, or
-as Ray tasks on a cluster); either way this process alone writes the store.
+Contract (the callback, artifacts, the single writer): docs/design/backends.md.
 """
 
 from __future__ import annotations

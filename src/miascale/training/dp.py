@@ -1,74 +1,13 @@
 """DP-SGD for K linear softmax heads at once (issue 8).
 
-The mechanism (per model k, per step)
--------------------------------------
-Let ``T_k = {i : in_mask[k, i]}``, ``n_k = |T_k|``, and ``x~_i = [x^_i, 1]`` the normalised
-feature vector of example i with a constant 1 for the bias (see *Normalisation*). The head has
-parameters ``theta_k`` of shape (D + 1, C) (weights stacked on the bias); its logits are
-``x~_i @ theta_k``.
+:func:`train_dp_heads` calibrates the noise multiplier to :class:`DPConfig` ``(epsilon, delta)``
+with :mod:`miascale.privacy` and runs :func:`dp_sgd_heads`, the mechanism itself: Poisson
+sampling, closed-form clipped per-example gradients (:func:`clipped_gradient_sums`), Gaussian
+noise and heavy-ball SGD, per model with its own generator. Features are normalised per example
+to unit norm (:func:`normalize_features`), which cannot be folded into the weights, so the result
+is a :class:`DPTrainedHeads`, applied with :func:`dp_head_logits`.
 
-1. **Poisson sampling**: every ``i in T_k`` joins the batch ``B_k`` independently with
-   probability ``q``. Every model draws its own batch.
-2. **Per-example gradients without autograd**: the gradient of the softmax cross-entropy of
-   example i is the outer product ``g_ki = x~_i (p_ki - y_i)^T`` with Frobenius norm
-   ``||x~_i|| * ||p_ki - y_i||``. Clipping to norm ``R`` multiplies it by
-   ``c_ki = min(1, R / (||x~_i|| ||p_ki - y_i||))``, so the clipped sum for all K models is one
-   batched matmul ``G_k = X~_{B_k}^T diag(c_k) (P_k - Y)_{B_k}`` (gathered batches padded to the
-   largest batch; padding has weight 0).
-3. **Noise**: ``G_k + N(0, (sigma R)^2 I)`` (independently per model and coordinate).
-4. **Update**: ``g_k = noisy G_k / (q n_k) + l2 * [W_k; 0]`` (the expected batch size ``q n_k``
-   is the standard normaliser for Poisson sampling; the L2 term is data-independent and does
-   not touch the bias), then SGD with heavy-ball momentum ``mu``:
-   ``v <- mu v + g_k``, ``theta_k <- theta_k - lr * v``. Parameters start at zero.
-
-Each release of ``G_k`` is a Poisson-subsampled Gaussian mechanism with sensitivity ``R``
-(add/remove one example), everything else is post-processing, so ``T`` steps are accounted as
-``SelfComposed(PoissonSampled(q, Gaussian(sigma)), T)`` by :mod:`miascale.privacy`. ``sigma``
-is calibrated there to the target add/remove ``(epsilon, delta)``; ``n_k`` is public (fixed by
-the audit design). ``epsilon_game`` is the ε for the relation of the audit's membership game
-(``train_dp_heads(relation=...)``, replace-one for "balanced"): bounds on attacks use it.
-
-Normalisation (privacy-safe, and why there is no folding)
----------------------------------------------------------
-:func:`miascale.training.heads.train_heads` standardises features with the statistics of each
-model's own training subset. That is a data-dependent release and would void the DP guarantee,
-so DP heads use a **per-example, data-independent** normalisation instead: every feature vector
-is scaled to unit L2 norm, ``x^ = x / ||x||`` (a zero vector stays zero). Each example is
-transformed on its own, so this is part of the record, not a statistic of the data set. It also
-makes ``||x~_i|| = sqrt(2)`` for every example, so clipping acts on ``||p - y||`` only (the
-gradient norm is at most 2; with the default ``R = 1`` correct confident predictions are not
-clipped, uncertain ones are).
-
-A row-wise normalisation cannot be folded into ``x @ W + b``. To make misuse impossible the
-result is a :class:`DPTrainedHeads`, which is **not** a ``TrainedHeads``: passing it to
-``heads.head_logits`` raises a MiascaleError instead of silently returning logits of
-unnormalised features. Use :func:`dp_head_logits` (or ``DPTrainedHeads.logits``), which applies
-the normalisation; ``dp_head_logits`` also accepts ordinary ``TrainedHeads`` (it delegates to
-``head_logits``), so callers can use it for both.
-
-Randomness
-----------
-Model k's Poisson samples and noise come from its own ``torch.Generator`` seeded from
-``(seed, first_model + k)``. Row k of a batch therefore gets exactly the randomness it would get
-if trained alone with ``first_model = k``: K can be split into chunks with identical results.
-The noise is drawn in the computation dtype, so float32 and float64 runs use different noise
-(both are exact draws; the batches are the same).
-
-Defaults (for pools of 2..4000 examples per model)
---------------------------------------------------
-* ``sampling_rate = None`` -> ``q = min(1, expected_batch_size / n)`` with
-  ``expected_batch_size = 128`` and ``n`` the largest training-set size among the K models (all
-  equal in the balanced design): mini-batches of ~128 for large sets, full-batch DP-GD
-  (``q = 1``) for sets of at most 128 examples.
-* ``steps = 200``, ``learning_rate = 1.0``, ``momentum = 0.9``, ``clip = 1.0``, ``l2 = 0``.
-  On unit-norm features the per-example curvature is at most ``||x~||^2 / 2 = 1``, so lr 1 with
-  momentum 0.9 is stable. More steps cost more noise per step at a fixed ε: on sklearn digits
-  (n = 320 per model, q = 0.4) test accuracy at ε = 8 was 0.88 / 0.85 / 0.81 after 100 / 200 /
-  500 steps (non-private heads: 0.94), at ε = 1 0.42 / 0.37 / 0.35. 200 steps is a compromise
-  that still makes ~6 epochs at n = 4000. Tune ``steps`` / ``learning_rate`` per setting for
-  best utility: the guarantee holds for any values (the accountant sees q, T and sigma).
-* ``delta = None`` -> :func:`miascale.privacy.default_delta` of that largest ``n``
-  (the largest power of ten at most ``1/(10 n)``).
+Contract (mechanism, normalisation, randomness, defaults): docs/design/training.md ("DP-SGD heads").
 """
 
 from __future__ import annotations
@@ -108,7 +47,7 @@ def _positive(value: object, name: str, allow_zero: bool = False) -> float:
 
 @dataclass(frozen=True)
 class DPConfig:
-    """DP-SGD settings (see the module docstring for the mechanism and the defaults).
+    """DP-SGD settings (the mechanism and the defaults: docs/design/training.md).
 
     Attributes:
         epsilon: target ε (> 0, finite). A non-DP run does not use this trainer.
@@ -328,7 +267,7 @@ def dp_sgd_heads(
     batch_masks: Callable[[int], np.ndarray] | None = None,
     progress: Callable[[int, float], object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The DP-SGD mechanism with an explicit σ and no accounting (module docstring).
+    """The DP-SGD mechanism with an explicit σ and no accounting (docs/design/training.md).
 
     ``features`` are raw; they are normalised here. ``noise_multiplier = 0`` is allowed (no
     privacy; for tests). ``batch_masks(step)``, if given, returns the (K, N) bool batch of every

@@ -1,57 +1,12 @@
 """K multinomial logistic-regression heads on frozen features, trained as one batched computation.
 
-A membership-inference audit trains K models ("heads") on different subsets of one pool of N
-examples with D-dimensional frozen features. :func:`train_heads` trains all K at once with a few
-large matrix multiplications per iteration; there is no Python loop over models.
+:func:`train_heads` trains the K heads of an audit, each on its own subset of one pool, with a
+few large matrix multiplications per iteration and no Python loop over models; settings are
+:class:`HeadConfig` (standardisation, L2, optimiser, stopping). :func:`head_logits` applies the
+result (standardisation folded into ``x @ W_k + b_k``); :func:`train_head_single` trains one head
+alone, the reference the batched result equals.
 
-Objective of head k (the contract)
-----------------------------------
-Let ``T_k = {i : in_mask[k, i]}`` be model k's training subset and ``n_k = |T_k|``.
-
-1. Standardisation (``HeadConfig.standardize``) sets the feature scale ``x~ = (x - mu_k) / sd_k``:
-
-   * ``"pool"`` (default): ``mu_k = mu`` and ``sd_k = sd``, the mean and population std (ddof=0)
-     of the WHOLE pool, shared by every model of an audit. A model's tiny subset never sets its
-     feature scale (DESIGN §3; see docs/audit.md "Head recipe" for the measured reason).
-   * ``"subset"``: model k's OWN subset, ``mu_k = mean_{i in T_k} x_i``,
-     ``sd_k = std_{i in T_k} x_i`` (the recipe before 0.4; an empty subset uses ``mu=0, sd=1``).
-     At small S a feature nearly constant on the subset gets a tiny ``sd_k`` and a non-member
-     that differs on it an enormous logit.
-   * ``"none"``: raw features (``mu = 0``, ``sd = 1``), a plain linear probe.
-
-   Standard deviations are floored at ``STD_FLOOR = 1e-6`` (in the units of the features, so a
-   constant feature contributes nothing).
-2. Parameters ``V_k`` (D, C) and ``c_k`` (C,) start at zero and minimise the strictly convex
-
-       f_k(V, c) = (1/n_k) * sum_{i in T_k} CE(V^T x~_i + c, y_i) + (l2/2) * ||V||_F^2
-
-   (softmax cross-entropy, natural log; the bias is not regularised). The objective does not
-   change when the same constant is added to all C biases; we return the representative with
-   ``sum(c_k) = 0`` (gradient methods started at zero stay on it). With that, for ``l2 > 0`` the
-   optimum is unique, so the batched result equals training each head alone
-   (:func:`train_head_single`), and it gives the same predictions as scikit-learn's
-   ``LogisticRegression(C=1/(l2*n_k))`` on the subset standardised as above.
-3. The standardisation is folded into the returned parameters, in the ORIGINAL feature space:
-   ``W_k = V_k / sd_k[:, None]`` and ``b_k = c_k - mu_k @ W_k``, so that the logits of any
-   example x are simply ``x @ W_k + b_k`` (:func:`head_logits`).
-
-Stopping. A head stops when the max-abs component of its gradient (with respect to
-``(V_k, c_k)``, i.e. in standardised space) is below ``tol`` -- scikit-learn's lbfgs criterion
-(scipy's ``pgtol``) on the same averaged objective -- or, by default, earlier by the
-attack-facing rule of ``HeadConfig.phi_tol``: its LiRA statistics on the pool have stopped
-moving relative to their spread across models. ``phi_tol=0`` and ``dtype="float64"`` give the
-exact solution at ``tol``.
-
-Optimisers
-----------
-``"lbfgs"`` (default): full-batch L-BFGS run independently per head but vectorised over heads,
-with a shared scaled Böhning-bound preconditioner (:mod:`miascale.training.lbfgs`); one
-evaluation costs two GEMMs over the pool (:mod:`miascale.training.objective`). The
-preconditioner and the stopping rule only change the path, never the objective or its optimum.
-Measured iterations, rates and the effect on TPR@FPR: benchmarks/README.md.
-
-``"adam"``: minibatch Adam (paper-style option, :mod:`miascale.training.adam`); it does not
-reach the exact optimum.
+Contract (objective, standardisation, stopping, optimisers): docs/design/training.md.
 """
 
 from __future__ import annotations
@@ -81,7 +36,7 @@ __all__ = [
 
 _OPTIMIZERS = ("lbfgs", "adam")
 STANDARDIZE = ("pool", "subset", "none")
-"""Feature standardisation recipes of a head (see the module docstring); the first is the default."""
+"""Feature standardisation recipes of a head (docs/design/training.md); the first is the default."""
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "mixed": torch.float32}
 
 
@@ -90,7 +45,7 @@ class HeadConfig:
     """Settings of the head objective and its optimiser.
 
     Attributes:
-        l2: L2 strength on the weights (not the bias) of the objective above, on standardised
+        l2: L2 strength on the weights (not the bias) of the head objective, on standardised
             features. Default 1e-3: a mild regulariser that keeps the problem strictly convex and
             reasonably conditioned; it equals scikit-learn's default ``C=1`` at ``n_k = 1000``
             (``C = 1/(l2*n_k)``). ``l2 = 0`` is allowed but then the optimum may not exist
@@ -106,21 +61,22 @@ class HeadConfig:
         seed: seeds the Adam minibatch order (lbfgs is deterministic and ignores it).
         phi_tol: L-BFGS only: a head also stops once its LiRA statistics ``phi`` on the pool
             moved by at most ``phi_tol`` times their spread across models in each of 3
-            consecutive iterations (:mod:`miascale.training.lbfgs`). The default 0.02 moves
-            TPR@FPR by at most 0.07 of its CI half-width against the exact optimum
-            (benchmarks/README.md); 0 turns the rule off so that only ``tol`` stops a head.
+            consecutive iterations (:mod:`miascale.training.lbfgs`). Its effect on TPR@FPR
+            against the exact optimum is small (measured: benchmarks/README.md); 0 turns the
+            rule off so that only ``tol`` stops a head.
             Needs K >= 4 heads (a spread); with fewer it is off.
         dtype: precision of the two big matrix multiplications. ``"mixed"`` (default) runs
             float32 until rounding stops a line search, then float64; ``"float64"`` throughout
-            is exact enough to reach ``tol=1e-6`` tightly; ``"float32"`` throughout is about
-            twice as fast per iteration but the gradient is then only accurate to about 1e-6
+            is exact enough to reach ``tol=1e-6`` tightly; ``"float32"`` throughout is faster
+            per iteration (fp32 vs fp64 rates: benchmarks/README.md) but the gradient is then
+            only accurate to about 1e-6
             relative, so tight tolerances may not be reached. Optimiser state and everything
             else is float64.
         precondition: L-BFGS only: use the scaled Böhning-bound preconditioner described in
-            the module docstring (default). ``False`` gives plain L-BFGS with ``H0 = gamma*I``;
+            docs/design/training.md (default). ``False`` gives plain L-BFGS with ``H0 = gamma*I``;
             both reach the same optimum.
         standardize: ``"pool"`` (default), ``"subset"`` or ``"none"``: whose statistics set the
-            feature scale (module docstring, item 1).
+            feature scale (docs/design/training.md, objective item 1).
     """
 
     l2: float = 1e-3
@@ -304,7 +260,7 @@ def train_heads(
     device: str | torch.device = "cpu",
     progress: Callable[[int, float], object] | None = None,
 ) -> TrainedHeads:
-    """Train K heads at once; head k trains on ``features[in_mask[k]]`` (see module docstring).
+    """Train K heads at once; head k trains on ``features[in_mask[k]]`` (docs/design/training.md).
 
     Args:
         features: (N, D) real features of the pool (any float dtype; no NaN/inf).

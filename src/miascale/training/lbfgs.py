@@ -1,27 +1,11 @@
 """Batched per-head L-BFGS for the K head objectives (:mod:`miascale.training.objective`).
 
-Each head has its own curvature memory (vectorised two-loop recursion), its own backtracking
-Armijo line search and its own step size. Only heads still running are evaluated: a line-search
-trial evaluates the heads whose step is pending, and heads that have stopped leave the GEMMs.
+:func:`minimize` runs L-BFGS for every head at once, each with its own memory, line search and
+stopping (max-abs gradient below ``tol``, or the attack-facing ``phi_tol`` rule); only heads still
+running are evaluated. :class:`Preconditioner` is the shared scaled Böhning bound used as the
+initial inverse Hessian; ``dtype="mixed"`` switches the GEMMs from float32 to float64 on rounding.
 
-Preconditioning (:class:`Preconditioner`): the L-BFGS initial inverse Hessian of head k is the
-inverse of a scaled Böhning bound ``P_k = gamma_k * A (x) Sigma (+) A + l2 I`` with
-``A = (I_C - 11^T/C)/2`` and ``Sigma`` the covariance of the whole pool standardised with pool
-statistics (one matrix for all heads, eigendecomposed once in float64; eigenvalues of at least
-1% of its trace and of the share of 16 average examples are kept exactly, the rest flattened to
-the largest one dropped). ``gamma_k`` is refitted after every step (a Barzilai-Borwein-2 estimate
-in the bound's metric). Heads whose preconditioned progress crawls (the largest gradient falls
-by less than ``CRAWL_FACTOR`` over ``CRAWL_WINDOW`` iterations, seen on text features where the
-bound is a poor curvature model) continue with plain L-BFGS from where they are.
-
-Stopping (per head): the max-abs gradient below ``tol`` (scikit-learn's criterion), or -- the
-attack-facing rule -- the head's LiRA statistics ``phi`` on the whole pool moved by at most
-``phi_tol`` times their spread across models (the median over pool examples of the standard
-deviation of ``phi`` over the K heads) in each of ``PHI_PATIENCE`` consecutive iterations, once
-its gradient is below ``PHI_GRAD_GUARD * tol``.
-With ``dtype="mixed"`` the GEMMs run in float32 until a head's step fails to decrease its
-objective (rounding), then everything continues in float64 from where it is.
-The contract and measurements: docs/design/heads.md and benchmarks/README.md.
+Contract: docs/design/training.md ("Batched per-head L-BFGS"; measured: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -51,8 +35,7 @@ MIN_HEADS_FOR_PHI = 4
 def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric eigendecomposition by LAPACK's divide and conquer (``syevd``) via scipy.
 
-    torch 2.13's CPU ``linalg.eigh`` in float64 took 23.5 s on a 1280 x 1280 covariance on the
-    2-core machine, scipy's ``evd`` driver 1.0 s (benchmarks/README.md).
+    torch's CPU ``linalg.eigh`` in float64 is much slower (measured: benchmarks/README.md).
     """
     from scipy.linalg import eigh
 
@@ -70,7 +53,7 @@ def max_abs_rows(g: torch.Tensor) -> torch.Tensor:
 
 
 class Preconditioner:
-    """Inverse of a scaled Böhning bound, shared by all heads (see the module docstring).
+    """Inverse of a scaled Böhning bound, shared by all heads (docs/design/training.md).
 
     ``B = A (x) Sigma (+) A`` bounds the Hessian of the data term for (V, c), with
     ``A = (I - 11^T/C)/2`` and ``Sigma`` the covariance of the WHOLE pool standardised with pool
@@ -172,7 +155,7 @@ def minimize(
     progress: Callable[[int, float], object] | None = None,
     theta0: torch.Tensor | None = None,
 ) -> LbfgsResult:
-    """Minimise every head's objective from ``theta0`` (default zero; module docstring)."""
+    """Minimise every head's objective from ``theta0`` (default zero; docs/design/training.md)."""
     theta = torch.zeros(prob.k, prob.n_params, dtype=torch.float64, device=prob.device)
     if theta0 is not None:
         theta.copy_(theta0)

@@ -1,11 +1,10 @@
 """The K head objectives of :mod:`miascale.training.heads`, evaluated together.
 
-Parameters are ``theta`` (K, P) with ``P = D*C + C``: ``V_k = theta[k, :D*C]`` reshaped (D, C)
-in standardised space and the bias ``c_k = theta[k, D*C:]``. One evaluation for any subset of
-the heads costs two GEMMs over the pool, ``Xc @ U`` with ``U`` (D, k*C) and ``Xc^T @ R`` with
-the masked residuals ``R`` (N, k*C); per-model membership masks enter as per-example weights.
-The same pass yields every evaluated head's LiRA statistic on every pool example,
-``phi = log p_y - log(1 - p_y)``, which the optimiser's attack-facing stopping rule watches.
+:class:`HeadObjective` holds ``theta`` (K, P) as ``P = D*C + C`` (weights in standardised space,
+then the bias) and evaluates any subset of the heads with two GEMMs over the pool; the same pass
+yields every evaluated head's LiRA statistic ``phi`` on the pool, for the stopping rule.
+
+Contract: docs/design/training.md ("The K objectives, evaluated together").
 """
 
 from __future__ import annotations

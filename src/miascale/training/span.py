@@ -1,16 +1,12 @@
 """Train heads in the span of the pool when it has fewer examples than dimensions (exact).
 
-With pool (or no) standardisation every head sees the same standardised, centred pool ``X~``
-(N, D). The l2 term makes each head's optimum ``V*`` a combination of the rows of ``X~``
-(``V* = -X~^T R*/l2`` with the residuals ``R*`` at the optimum, whose columns sum to 0 because
-the bias is free), so ``V* = W V'`` with ``W`` (D, r) an orthonormal basis of that row space and
-``||V*|| = ||V'||``. Solving for ``V'`` on the coordinates ``Z = X~ W`` (N, r) is therefore the
-same problem, exactly, in ``r <= N - 1`` dimensions instead of D: at S = 1 and C = 10 that is
-19 instead of 1,280 per class. Each iteration's cost, GEMMs and the L-BFGS memory alike,
-shrinks by ``D / r``.
+With pool (or no) standardisation every head's optimum lies in the row space of the
+standardised pool. :func:`pool_span` returns that space as a :class:`PoolSpan` (an orthonormal
+basis ``W`` (D, r), ``r <= N - 1``, and the coordinates ``X~ W``), or None when it would save
+little; heads trained on the coordinates are lifted back (:meth:`PoolSpan.lift`): the same
+problem, exactly, at ``D / r`` times less cost per iteration, stopped at ``tol / sqrt(r)``.
 
-The reduced problem stops at ``tol / sqrt(r)``, which guarantees the contract's max-abs
-gradient ``< tol`` in standardised space (``|(W g')_i| <= ||g'||_2 <= sqrt(r) max|g'|``).
+Derivation and the tolerance bound: docs/design/training.md ("Training in the pool's span").
 """
 
 from __future__ import annotations
