@@ -152,7 +152,7 @@ def test_signals_roundtrip_and_versions(tmp_path):
     s = Signals(stats=rng.normal(size=(k, n)), in_mask=rng.random((k, n)) < 0.5,
                 labels=np.arange(n) % 3, scores={"b": rng.normal(size=(k, n)),
                                                  "a": rng.normal(size=(k, n))})  # fmt: skip
-    path = s.save(tmp_path)
+    path = s.save(tmp_path / "signals.npz")
     back = Signals.load(path)
     assert back.primary == "b" and list(back.scores) == ["b", "a"]
     np.testing.assert_array_equal(back.primary_scores, s.scores["b"])
@@ -167,3 +167,14 @@ def test_signals_roundtrip_and_versions(tmp_path):
         Signals.load(tmp_path / "v9.npz")
     with pytest.raises(MiascaleError, match="one \\(K, N\\) shape"):
         Signals(stats=s.stats, in_mask=s.in_mask[:, :3])
+
+
+def test_an_attack_with_one_mode_takes_it():
+    register_attack(AttackSpec("only", toy_attack, modes=("offline",)))
+    try:
+        assert AuditConfig(shots=2, attack="only").variants == ("only-offline",)
+        assert parse_attacks("only,lira", mode="online") == ("only-offline", "lira-online")
+        with pytest.raises(MiascaleError, match="Unknown attack variant"):
+            AuditConfig(shots=2, attack="only-online")
+    finally:
+        unregister_attack("only")

@@ -85,3 +85,36 @@ def test_help_lists_every_option_with_its_help():
                           ("theory", "Simulated targets per S")):  # fmt: skip
         r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
         assert r.exit_code == 0 and text in r.stdout, r.stdout
+
+
+def test_audit_and_sweep_defaults_come_from_one_place():
+    """The defaults of the settings a sweep shares with audit agree in AuditConfig, the sweep's
+    AuditSettings and the option table (else audit and sweep cells would differ silently)."""
+    from dataclasses import fields
+
+    from miascale.audit import AuditConfig
+    from miascale.cli.options import OPTIONS
+    from miascale.experiments.settings import AuditSettings, build_audit_config
+
+    config_defaults = {f.name: f.default for f in fields(AuditConfig)}
+    built = build_audit_config(shots=1, variants=("lira-online",))
+    for f in fields(AuditSettings):
+        if f.name in config_defaults:
+            assert f.default == config_defaults[f.name], f.name
+        if f.name in OPTIONS and OPTIONS[f.name].default is not None:
+            assert OPTIONS[f.name].default == f.default, f.name
+    assert built == AuditConfig(shots=1, attack="lira-online")
+
+
+def test_audit_out_may_end_in_npz(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 30)
+    p = tmp_path / "f.npz"
+    np.savez(p, features=rng.normal(size=(90, 5)) + y[:, None], labels=y)
+    out = tmp_path / "odd.npz"
+    r = CliRunner().invoke(app, ["audit", "--dataset", f"npz:{p}", "--backbone", "identity",
+                                 "-s", "2", "-m", "4", "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert sorted(x.name for x in out.iterdir()) == ["audit.json", "signals.npz"]

@@ -172,7 +172,7 @@ def test_fit_and_report_open_the_store_read_only(tmp_path):
 
 
 def test_fit_in_a_read_only_run_directory_prints_and_warns(tmp_path, monkeypatch):
-    import miascale.cli as cli
+    import miascale.experiments.workflows as workflows
 
     data, run = _write_features(tmp_path / "f.npz"), tmp_path / "run"
     invoke(*_sweep_args(data, run))
@@ -182,7 +182,7 @@ def test_fit_in_a_read_only_run_directory_prints_and_warns(tmp_path, monkeypatch
     def read_only(path, obj):  # what a read-only folder does (tests may run as root)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(cli, "_write_json", read_only)
+    monkeypatch.setattr(workflows, "write_json", read_only)
     r = invoke("fit", run, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout) == written
     assert "cannot write" in r.stderr and not (run / "fit.json").exists()

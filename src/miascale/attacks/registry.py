@@ -166,8 +166,10 @@ def _expand(name: str, given: str, mode: str) -> tuple[Variant, ...]:
     if name == "all":
         return tuple(v for s in _SPECS.values() for v in s.variants())
     if name in _SPECS:
-        spec = _SPECS[name]
-        return (Variant(name, mode),) if spec.modes else (Variant(name),)
+        modes = _SPECS[name].modes
+        if not modes:
+            return (Variant(name),)
+        return (Variant(name, mode if mode in modes else modes[0]),)  # else: its only mode
     if name in variant_names():
         return (Variant.from_name(name),)
     known = dict.fromkeys((*variant_names(), *sorted(_SPECS), "all"))

@@ -31,7 +31,7 @@ from miascale.audit.config import (
 )
 from miascale.audit.evaluate import attack_signals, evaluate_scores, run_attack, run_attacks
 from miascale.audit.results import AttackOutcome, AuditResult, TrainedSignals, signals_of
-from miascale.audit.signals import SCHEMA_VERSION, Signals, save_npz, save_signals
+from miascale.audit.signals import FILE_NAME, SCHEMA_VERSION, Signals, save_npz, save_signals
 from miascale.audit.train import (
     population_indices,
     train_and_signal,
@@ -126,7 +126,7 @@ def write_audit(
             "python": platform.python_version(),
         },
     }
-    result.signals().save(out_dir)
+    result.signals().save(out_dir / FILE_NAME)
     # audit.json last: its presence means the run is complete
     atomic_write_bytes(out_dir / "audit.json", (json.dumps(doc, indent=2) + "\n").encode())
     return doc

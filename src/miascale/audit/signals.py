@@ -30,6 +30,13 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def save_signals(path: Path, **arrays: np.ndarray) -> None:
     """Deprecated spelling of :func:`save_npz` (kept for scripts written against 0.1)."""
+    import warnings
+
+    warnings.warn(
+        "miascale.audit.save_signals is deprecated; use Signals(...).save(path) or save_npz.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     save_npz(path, **arrays)
 
 
@@ -86,10 +93,9 @@ class Signals:
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Write the artifact atomically; ``path`` is the file or the folder to hold it."""
+        """Write the artifact atomically to the file ``path`` (conventionally
+        ``<run>/signals.npz``, :data:`FILE_NAME`); returns the path."""
         path = Path(path)
-        if path.suffix != ".npz":
-            path = path / FILE_NAME
         save_npz(path, **self.arrays())
         return path
 

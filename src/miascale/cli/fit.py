@@ -14,12 +14,6 @@ from miascale.experiments.workflows import fit_run
 LAW = ("coefficients", "beta_s", "beta_0", "beta_c", "variant", "confidence")
 
 
-def _write_json(path: Path, obj: object) -> None:
-    import miascale.cli as cli  # looked up when called: tests replace miascale.cli._write_json
-
-    cli._write_json(path, obj)
-
-
 @options("run_dir", "keep_unresolvable", "keep_saturated", "min_false_positives",
          "ceiling_margin", "json")  # fmt: skip
 def fit(**o) -> None:
@@ -32,7 +26,7 @@ def fit(**o) -> None:
     run_dir = o["run_dir"]
     result, tail, doc, saved = fit_run(
         run_dir, o["keep_unresolvable"], o["keep_saturated"], o["min_false_positives"],
-        o["ceiling_margin"], best_effort=True, with_doc=True, write=_write_json,
+        o["ceiling_margin"], best_effort=True, with_doc=True,
     )  # fmt: skip
     if o["json_"]:
         return render.emit_json(doc)

@@ -9,6 +9,7 @@ and the builders of a config from option values are in :mod:`miascale.cli.build`
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ _STANDARDIZE = (
     "features). See docs/audit.md."
 )
 _LIST = " A sweep takes a comma list."
+_SWEEP_ONLY = re.compile(r" A sweep takes a comma list[^.]*\.")
 
 OPTIONS: dict[str, Opt] = {
     # the setting audited: audit, sweep (a comma list for the axes), study, demo, features
@@ -199,10 +201,11 @@ def _parameter(name: str, o: Opt, sweep: bool) -> inspect.Parameter:
     typ, default = o.type, o.default
     if sweep and o.axis is not _NO_AXIS:
         typ, default = (str if o.axis is not None else str | None), o.axis
+    text = o.help if sweep else _SWEEP_ONLY.sub("", o.help)  # the comma lists are a sweep's
     if o.argument:
-        info = typer.Argument(help=o.help)
+        info = typer.Argument(help=text)
     else:
-        info = typer.Option(*o.flags, help=o.help, hidden=o.hidden)
+        info = typer.Option(*o.flags, help=text, hidden=o.hidden)
     default = _P.empty if default is ... else default
     return _P(name, _P.KEYWORD_ONLY, default=default, annotation=Annotated[typ, info])
 

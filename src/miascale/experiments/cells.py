@@ -19,6 +19,7 @@ from miascale.audit import (
     train_and_signal,
     train_and_signal_film,
 )
+from miascale.audit.signals import FILE_NAME
 from miascale.backbones import resolve
 from miascale.backbones.cache import FeatureSet, cache_key, features_for
 from miascale.data import load_dataset
@@ -168,7 +169,7 @@ def compute_cell(
                 }
             )  # fmt: skip
     rel = Path("cells") / cell.cell_id
-    signals_of(t, outcomes).save(run_dir / rel)
+    signals_of(t, outcomes).save(run_dir / rel / FILE_NAME)
     return rows, str(rel)
 
 

@@ -223,7 +223,8 @@ class SweepSpec(AuditSettings):
                 f"{', '.join(given)} only apply to DP cells; add a numeric ε to epsilons (e.g. "
                 f"--epsilon inf,1,8) or leave them out."
             )
-        check_settings(self, dp, self.finetune == "film")
+        exact = any(e is None for e in self.epsilons) and self.finetune == "head"
+        check_settings(self, dp, self.finetune == "film", exact)
         return self
 
     def to_dict(self) -> dict:

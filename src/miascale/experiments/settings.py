@@ -186,8 +186,11 @@ def build_audit_config(
     )  # fmt: skip
 
 
-def check_settings(s: AuditSettings, dp: bool, film: bool) -> None:
+def check_settings(s: AuditSettings, dp: bool, film: bool, exact: bool = True) -> None:
     """A spec's audit settings: valid, and none given for a training mode the sweep never runs."""
+    if s.optimizer != "lbfgs" and not exact:
+        raise MiascaleError("optimizer only applies to exact heads (cells without DP and with "
+                            "finetune = head); this sweep has none.")  # fmt: skip
     given = ["dp_lr"] if s.dp_lr is not None else []
     if given and not dp:
         raise MiascaleError(f"{', '.join(given)} only apply to DP cells; add a numeric ε to "
