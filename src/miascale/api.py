@@ -284,13 +284,9 @@ def _plain_rows(frame: pd.DataFrame) -> list[dict]:
 def fit_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
     """Rows as ``miascale fit`` prepares them: "all classes" cells get their number of classes,
     DP cells a variant of their own per ε."""
-    from miascale.experiments.workflows import relabel_dp
+    from miascale.experiments.workflows import relabel_dp, with_classes
 
-    out = [dict(row) for row in rows]
-    for r in out:
-        if r.get("classes") is None:
-            r["classes"] = r.get("n_classes")
-    return relabel_dp(out)
+    return relabel_dp(with_classes([dict(row) for row in rows]))
 
 
 def fit(rows: Run | str | Path | pd.DataFrame | Iterable[Mapping[str, Any]], **rules: Any):

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from miascale.errors import MiascaleError
 
 
@@ -108,6 +110,24 @@ def relabel_dp(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def numeric_classes(row: dict) -> int | None:
+    """The number of classes of a row: ``classes``, else its ``n_classes`` field, else None."""
+    c = row.get("classes")
+    if c is None:
+        c = row.get("n_classes")
+    if isinstance(c, bool) or not isinstance(c, int | np.integer):
+        return None
+    return int(c)
+
+
+def with_classes(rows: list[dict]) -> list[dict]:
+    """Rows as fits use them: "all classes" cells get their number of classes (copies). When no
+    row records one, every row gets 1: C then takes one value and the law has no classes term."""
+    known = [numeric_classes(r) for r in rows]
+    unknown = all(c is None for c in known)
+    return [{**r, "classes": 1 if unknown else c} for r, c in zip(rows, known, strict=True)]
+
+
 def load_rows(run_dir: str | Path) -> list[dict]:
     """A run directory's result rows with DP cells relabelled (:func:`relabel_dp`); the store is
     only read. Raises :class:`MiascaleError` when the directory holds no finished cells."""
@@ -143,10 +163,7 @@ def fit_run(
     """
     from miascale.scaling import fit_power_law, tail_rows
 
-    rows = load_rows(run_dir)
-    for r in rows:  # "all classes" cells: their number of classes
-        if r.get("classes") is None:
-            r["classes"] = r.get("n_classes")
+    rows = with_classes(load_rows(run_dir))
     rules = {
         "exclude_unresolvable": not keep_unresolvable,
         "exclude_saturated": not keep_saturated,

@@ -66,16 +66,6 @@ def row_group(r: Mapping[str, Any]) -> tuple[str, str, int | None]:
     return (r["dataset"], r["backbone"], r["classes"])
 
 
-def numeric_classes(row: Mapping[str, Any]) -> int | None:
-    """The number of classes of a row: ``classes``, else an ``n_classes`` extra field, else None."""
-    c = row.get("classes")
-    if c is None:
-        c = row.get("n_classes")
-    if isinstance(c, bool) or not isinstance(c, int | np.integer):
-        return None
-    return int(c)
-
-
 def row_advantage(row: Mapping[str, Any]) -> float | None:
     """A row's advantage: ``advantage``, else TPR − FPR level, else None."""
     adv = row.get("advantage")

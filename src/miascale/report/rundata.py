@@ -14,7 +14,7 @@ import numpy as np
 
 from miascale.audit.signals import FILE_NAME, Signals
 from miascale.errors import MiascaleError
-from miascale.report.common import group_key, numeric_classes
+from miascale.report.common import group_key
 from miascale.scaling import ScalingFit, fit_power_law
 
 FIT_NAME = "fit.json"
@@ -79,15 +79,12 @@ def _read_fit_json(path: Path) -> ScalingFit:
 
 
 def _compute_fit(rows: list[dict]) -> tuple[ScalingFit | None, str]:
-    numeric = [numeric_classes(r) for r in rows]
-    unknown = all(c is None for c in numeric)
-    fit_rows = []
-    for r, c in zip(rows, numeric, strict=True):
-        # With "all classes" everywhere (and no n_classes field) C takes a single value, so the law
-        # has no classes term and any placeholder C gives the same fit.
-        fit_rows.append({**r, "classes": 1 if unknown else c})
+    from miascale.experiments.workflows import with_classes
+
     try:
-        return fit_power_law(fit_rows), f"fitted by the report from {len(rows)} result rows"
+        return fit_power_law(
+            with_classes(rows)
+        ), f"fitted by the report from {len(rows)} result rows"
     except MiascaleError as e:
         return None, f"the power law could not be fitted: {e}"
 

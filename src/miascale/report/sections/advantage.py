@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from miascale.errors import MiascaleError
+from miascale.experiments.workflows import numeric_classes
 from miascale.report import plots
-from miascale.report.common import fmt_c, fmt_num, group_key, numeric_classes, row_advantage
+from miascale.report.common import fmt_c, fmt_num, group_key, row_advantage
 from miascale.report.rundata import RunData
 from miascale.report.sections.base import Section
 from miascale.report.templating import figure

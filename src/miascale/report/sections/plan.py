@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from miascale.errors import MiascaleError
+from miascale.experiments.workflows import numeric_classes
 from miascale.planning import dp_max_advantage, format_shots, plan, plan_sentence
-from miascale.report.common import fmt_c, fmt_num, numeric_classes
+from miascale.report.common import fmt_c, fmt_num
 from miascale.report.rundata import RunData
 from miascale.report.sections.base import Section
 from miascale.scaling import LevelFit

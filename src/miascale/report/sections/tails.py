@@ -12,8 +12,8 @@ import numpy as np
 
 from miascale.audit.signals import Signals
 from miascale.errors import MiascaleError
+from miascale.experiments.workflows import numeric_classes
 from miascale.report import plots
-from miascale.report.common import numeric_classes
 from miascale.report.rundata import FIT_NAME, RunData, _resolve_artifacts
 from miascale.report.sections import advantage
 from miascale.report.sections.base import Section
