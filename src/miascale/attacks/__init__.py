@@ -27,6 +27,7 @@ from miascale.attacks.registry import (
     parse_variants,
     register_attack,
     unregister_attack,
+    variant_columns,
     variant_names,
 )
 from miascale.attacks.rmia import RmiaResult, rmia_scores
@@ -49,6 +50,7 @@ __all__ = [
     "register_attack",
     "rmia_scores",
     "unregister_attack",
+    "variant_columns",
     "variant_names",
 ]
 

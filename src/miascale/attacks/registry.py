@@ -75,7 +75,7 @@ class Variant:
     @property
     def columns(self) -> tuple[str, str]:
         """(attack, variant) columns of a result row; a variant without mode is ``global``."""
-        return self.attack, self.mode or "global"
+        return variant_columns(self.name)
 
     @property
     def call_kwargs(self) -> dict[str, Any]:
@@ -89,6 +89,13 @@ class Variant:
         if attack not in _SPECS or v not in _SPECS[attack].variants():
             raise _unknown("attack variant", name, variant_names())
         return v
+
+
+def variant_columns(variant: str) -> tuple[str, str]:
+    """(attack, variant) columns of a result row for a variant name, registered or only stored:
+    ``lira-online`` → (lira, online); ``loss`` → (loss, global)."""
+    attack, _, sub = str(variant).partition("-")
+    return attack, sub or "global"
 
 
 _SPECS: dict[str, AttackSpec] = {}

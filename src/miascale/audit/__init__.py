@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from miascale import __version__
+from miascale.attacks.registry import variant_columns
 from miascale.audit.config import (
     DEFAULT_FPR,
     DEFAULT_POPULATION,
@@ -27,7 +28,6 @@ from miascale.audit.config import (
     AuditConfig,
     dp_variant,
     expand_attacks,
-    variant_columns,
 )
 from miascale.audit.evaluate import attack_signals, evaluate_scores, run_attack, run_attacks
 from miascale.audit.results import AttackOutcome, AuditResult, TrainedSignals, signals_of
@@ -38,7 +38,7 @@ from miascale.audit.train import (
     train_and_signal_film,
     train_and_signal_with,
 )
-from miascale.audit.trainers import DPHeads, ExactHeads, FilmModels, Trainer
+from miascale.audit.trainers import DPHeads, ExactHeads, FilmModels, Progress, Trainer
 from miascale.data.base import Dataset
 from miascale.paths import atomic_write_bytes
 
@@ -75,8 +75,6 @@ __all__ = [
     "variant_columns",
     "write_audit",
 ]
-
-Progress = Callable[[str, float], object] | None
 
 
 def audit_features(

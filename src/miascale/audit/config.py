@@ -35,12 +35,6 @@ def dp_variant(variant: str, epsilon: float) -> str:
     return f"{variant} dp ε={epsilon:g}"
 
 
-def variant_columns(variant: str) -> tuple[str, str]:
-    """(attack, variant) columns of a result row: ``lira-online`` → (lira, online); loss → global."""
-    attack, _, sub = variant.partition("-")
-    return attack, sub or "global"
-
-
 @dataclass(frozen=True)
 class AuditConfig:
     """Everything that determines an audit's numbers (recorded in ``audit.json``)."""

@@ -9,13 +9,13 @@ population points. :func:`train_and_signal` and :func:`train_and_signal_film` bu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from miascale.audit.config import AuditConfig
 from miascale.audit.results import TrainedSignals
-from miascale.audit.trainers import DPHeads, ExactHeads, FilmModels, Trainer
+from miascale.audit.trainers import DPHeads, ExactHeads, FilmModels, Progress, Trainer
 from miascale.data.base import Dataset
 from miascale.errors import MiascaleError
 from miascale.membership import make_plan
@@ -59,7 +59,7 @@ def _test_rows(trainer: Trainer, pool: Pool, pool_seed: int) -> np.ndarray:
 def train_and_signal_with(
     trainer: Trainer,
     config: AuditConfig,
-    progress: Callable[[str, float], object] | None = None,
+    progress: Progress = None,
 ) -> TrainedSignals:
     """Pool, membership plan, K models at once, LiRA statistics of the pool, test accuracy."""
     y_train, y_test = trainer.y_train, trainer.y_test
@@ -120,7 +120,7 @@ def train_and_signal(
     config: AuditConfig,
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
-    progress: Callable[[str, float], object] | None = None,
+    progress: Progress = None,
 ) -> TrainedSignals:
     """Head-only audit on features (N_train, D) / (N_test, D): exact heads, or DP-SGD heads
     when ``config.dp`` is set."""
@@ -135,7 +135,7 @@ def train_and_signal_film(
     resolution: int | None,
     config: AuditConfig,
     device: str = "cpu",
-    progress: Callable[[str, float], object] | None = None,
+    progress: Progress = None,
 ) -> TrainedSignals:
     """FiLM audit (``config.finetune == "film"``): K models fine-tune the backbone's
     normalisation scale/shift and a head on raw pool images (one shared frozen backbone)."""

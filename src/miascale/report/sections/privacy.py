@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from miascale.attacks.registry import variant_columns
 from miascale.report import plots
 from miascale.report.common import (
     eps_label,
@@ -142,7 +143,7 @@ def _bounded_series(cells: dict[tuple, list], s_top: int, epsilons: list, primar
     """Per ε at ``s_top``: the lowest seed's ROC and, for DP cells, the (ε, δ) bound."""
     from miascale.privacy import dp_roc_bound
 
-    attack, _, sub = primary.partition("-")
+    attack, sub = variant_columns(primary)
     fpr_grid = np.logspace(-5, 0, 200)
     series = []
     for ci, e in enumerate(epsilons):
@@ -150,7 +151,7 @@ def _bounded_series(cells: dict[tuple, list], s_top: int, epsilons: list, primar
         if not cands:
             continue
         try:
-            roc = _roc_for(_load_signals(cands[0][1]), attack, sub or "global", single=True)
+            roc = _roc_for(_load_signals(cands[0][1]), attack, sub, single=True)
         except ValueError:
             continue
         series.append(plots.RocSeries(f"{eps_label(e)}, seed {cands[0][0]}", roc.fpr,
