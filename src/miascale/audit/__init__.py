@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from miascale.audit.train import (
     train_and_signal_film,
     train_and_signal_with,
 )
-from miascale.audit.trainers import DPHeads, ExactHeads, FilmModels, Progress, Trainer
+from miascale.audit.trainers import DPHeads, ExactHeads, FilmModels, Trainer
 from miascale.data.base import Dataset
 from miascale.paths import atomic_write_bytes
 
@@ -85,7 +85,7 @@ def audit_features(
     config: AuditConfig,
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
-    progress: Progress = None,
+    progress: Callable[[str, float], object] | None = None,
 ) -> AuditResult:
     """Run one audit on features (N_train, D) / (N_test, D) with integer labels."""
     t = train_and_signal(x_train, y_train, x_test, y_test, config, class_names, device, progress)
@@ -98,7 +98,7 @@ def audit_film(
     resolution: int | None,
     config: AuditConfig,
     device: str = "cpu",
-    progress: Progress = None,
+    progress: Callable[[str, float], object] | None = None,
 ) -> AuditResult:
     """Run one FiLM audit (``config.finetune == "film"``) on a dataset's raw images."""
     t = train_and_signal_film(dataset, backbone, resolution, config, device, progress)
