@@ -353,3 +353,37 @@ def test_fewer_examples_than_dimensions_trains_exactly_in_the_pools_span(standar
     fast = train_heads(x, y, mask, c, HeadConfig(l2=1e-2, standardize=standardize))
     p_fast = _softmax(head_logits(fast, x))
     assert np.abs(p_fast - _softmax(head_logits(heads, x))).max() < 0.05
+
+
+@pytest.mark.parametrize(("n", "k"), [(40, 5), (160, 5), (400, 17)])
+def test_same_heads_whatever_the_thread_count(n, k) -> None:
+    # A sweep must store the same numbers in a one-thread Ray worker as locally. MKL rounds some
+    # small float32 GEMM shapes differently with 1 and 2 threads (a line search evaluating one
+    # or two heads); those run in the orientation whose result does not depend on it.
+    import torch
+    from sklearn.datasets import load_digits
+
+    xd, yd = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(yd), n, replace=False)
+    mask = rng.random((k, n)) < 0.5
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runs.append(train_heads(xd[rows].astype(np.float32), yd[rows], mask, 10, HeadConfig()))
+    finally:
+        torch.set_num_threads(before)
+    assert runs[0].n_iter == runs[1].n_iter
+    assert np.array_equal(runs[0].weights, runs[1].weights)
+    assert np.array_equal(runs[0].bias, runs[1].bias)
+
+
+def test_head_predictions_are_the_argmax_of_the_logits(pool, exact_heads: TrainedHeads) -> None:
+    from miascale.training.heads import head_predictions
+
+    x, _, _ = pool
+    pred = head_predictions(exact_heads, x, batch_size=7)
+    assert pred.shape == (K, len(x)) and pred.dtype == np.int64
+    assert np.array_equal(pred, head_logits(exact_heads, x).argmax(-1))

@@ -119,6 +119,24 @@ def test_sweep_logs_a_line_per_cell_when_stderr_is_not_a_terminal(tmp_path, feat
     assert any(ln.startswith("[2/2]") and "s left)" in ln for ln in lines), r.stderr
 
 
+def test_time_left_weighs_cells_by_their_pool_and_models():
+    # Cells whose seconds follow a + b*S (as measured for S = 1..256): after the small cells the
+    # estimate is close to the truth; counting cells alike would say ~2 s for ~2 minutes.
+    from miascale.experiments.grid import SweepSpec, expand
+    from miascale.experiments.runner import expected_cost, time_left
+
+    spec = SweepSpec(datasets=("d",), backbones=("b",), shots=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+                     seeds=(0,), shadow_models=256)  # fmt: skip
+    cells = sorted(expand(spec), key=lambda c: c.shots)
+    seconds = [1.2 + 0.3 * c.shots for c in cells]
+    done = 6  # S = 1..32
+    est = time_left(sum(seconds[:done]), sum(map(expected_cost, cells[:done])),
+                    sum(map(expected_cost, cells[done:])))  # fmt: skip
+    truth = sum(seconds[done:])
+    assert abs(est - truth) < 0.15 * truth
+    assert expected_cost(cells[-1]) > 1.9 * expected_cost(cells[-2])
+
+
 # ----------------------------------------------------------------------------- one vocabulary
 
 

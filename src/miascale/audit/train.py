@@ -89,7 +89,7 @@ def train_and_signal_with(
     test_rows = _test_rows(trainer, pool, pool_seed)
     test_acc = np.zeros(config.n_models)
     if len(test_rows):
-        pred = trainer.logits("test", test_rows).argmax(-1)
+        pred = trainer.predictions("test", test_rows)
         test_acc = (pred == pool.relabel(y_test)[test_rows][None, :]).mean(axis=1)
     pop_idx = pop_stats = None
     if config.needs_population:

@@ -39,6 +39,9 @@ class Trainer(Protocol):
     def logits(self, split: str, rows: np.ndarray) -> np.ndarray:
         """``(K, len(rows), C)`` logits of ``rows`` of the ``"train"`` or ``"test"`` split."""
 
+    def predictions(self, split: str, rows: np.ndarray) -> np.ndarray:
+        """``(K, len(rows))`` predicted classes (the argmax of :meth:`logits`)."""
+
 
 class _FeatureTrainer:
     """Common part of the trainers on cached features (N, D)."""
@@ -61,6 +64,12 @@ class _FeatureTrainer:
     def _logits_of(self, models, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def predictions(self, split: str, rows: np.ndarray) -> np.ndarray:
+        return self._predictions_of(self.models, np.asarray(self.x[split][rows]))
+
+    def _predictions_of(self, models, x: np.ndarray) -> np.ndarray:
+        return self._logits_of(models, x).argmax(-1)
+
     def logits(self, split: str, rows: np.ndarray) -> np.ndarray:
         if split == "train" and np.array_equal(rows, self.pool.indices):
             return self._logits_of(self.models, self.features)
@@ -74,6 +83,11 @@ class ExactHeads(_FeatureTrainer):
         from miascale.training.heads import head_logits
 
         return head_logits(models, x)
+
+    def _predictions_of(self, models, x):
+        from miascale.training.heads import head_predictions
+
+        return head_predictions(models, x)
 
     def fit(self, pool: Pool, plan: MembershipPlan, seed: int, progress: Progress) -> dict:
         from miascale.training.heads import train_heads
@@ -189,3 +203,6 @@ class FilmModels:
         else:
             x = self.bb.preprocess(take(self.dataset.x_test, rows))
         return film_logits(self.models, self.bb, x)
+
+    def predictions(self, split: str, rows: np.ndarray) -> np.ndarray:
+        return self.logits(split, rows).argmax(-1)

@@ -34,6 +34,18 @@ ON_ERROR = ("raise", "record")
 ARTIFACT_FILE = "signals.npz"
 
 
+def expected_cost(cell: Cell) -> float:
+    """Relative cost of a cell for the time-left estimate: its models times its pool size plus a
+    fixed part (a sweep over S = 1..256 fits seconds ~ a + b*S with a ~ 4 S-units per cell;
+    measured: benchmarks/README.md). An "all classes" cell counts 10 classes."""
+    return (cell.shadow_models + 1) * (cell.shots * (cell.classes or 10) + 40)
+
+
+def time_left(spent: float, done_cost: float, left_cost: float) -> float:
+    """Seconds left, extrapolating the seconds per unit of :func:`expected_cost` so far."""
+    return spent / done_cost * left_cost if done_cost > 0 else float("nan")
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -206,6 +218,8 @@ def run_sweep(
                 progress.update(task, description=escape(f"[{i}/{n}] {cell.label}"))
 
         finished = 0
+        left_cost = sum(expected_cost(c) for c in todo)
+        done_cost = 0.0
         # in a log (stderr not a terminal) the bar is not drawn: one plain line per cell instead
         log_lines = not quiet and not err.is_terminal
         began = time.perf_counter()
@@ -242,9 +256,10 @@ def run_sweep(
                 else:
                     ran += 1
                 progress.advance(task)
+                done_cost += expected_cost(o.cell)
                 if log_lines:
                     spent = time.perf_counter() - began
-                    eta = spent / finished * (n - finished)
+                    eta = time_left(spent, done_cost, left_cost - done_cost)
                     err.print(
                         f"[{finished}/{n}] {o.cell.label} {'done' if o.ok else 'FAILED'} in "
                         f"{o.seconds:.1f} s (elapsed {spent:.0f} s, about {eta:.0f} s left)",

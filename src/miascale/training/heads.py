@@ -29,6 +29,7 @@ __all__ = [
     "HeadConfig",
     "TrainedHeads",
     "head_logits",
+    "head_predictions",
     "train_head_single",
     "train_heads",
 ]
@@ -357,11 +358,8 @@ def _lbfgs_options(config: HeadConfig) -> LbfgsOptions:
     )
 
 
-def head_logits(heads: TrainedHeads, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Logits of every head on every example: (K, M, C) float64, ``x @ W_k + b_k``.
-
-    Computed in float64 as one (rows, D) @ (D, K*C) matmul per chunk of ``batch_size`` rows.
-    """
+def _logit_chunks(heads: object, features: np.ndarray, batch_size: int):
+    """(start, (rows, K, C) float64 logits) per chunk of ``batch_size`` rows, after validation."""
     if not isinstance(heads, TrainedHeads):
         raise MiascaleError(f"heads must be TrainedHeads, got {type(heads).__name__}.")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -372,13 +370,36 @@ def head_logits(heads: TrainedHeads, features: np.ndarray, batch_size: int = 409
         raise MiascaleError(f"features have {x.shape[1]} dims but the heads expect {d}.")
     w = torch.as_tensor(np.ascontiguousarray(heads.weights.transpose(1, 0, 2)).reshape(d, k * c))
     b = torch.as_tensor(heads.bias.reshape(1, k * c))
-    out = np.empty((k, x.shape[0], c), dtype=np.float64)
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             xb = torch.as_tensor(x[start : start + batch_size])
-            z = torch.addmm(b, xb, w).view(-1, k, c)
-            out[:, start : start + xb.shape[0], :] = z.permute(1, 0, 2).numpy()
-    return out
+            yield start, torch.addmm(b, xb, w).view(-1, k, c)
+
+
+def head_logits(heads: TrainedHeads, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Logits of every head on every example: (K, M, C) float64, ``x @ W_k + b_k``.
+
+    Computed in float64 as one (rows, D) @ (D, K*C) matmul per chunk of ``batch_size`` rows.
+    """
+    out = None
+    for start, z in _logit_chunks(heads, features, batch_size):
+        if out is None:
+            out = torch.empty(heads.n_models, len(features), heads.n_classes, dtype=z.dtype)
+        out[:, start : start + z.shape[0]].copy_(z.permute(1, 0, 2))
+    return out.numpy()
+
+
+def head_predictions(
+    heads: TrainedHeads, features: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
+    """Predicted class of every head on every example: (K, M) int64, the argmax of
+    :func:`head_logits` (same float64 logits, without keeping them)."""
+    out = None
+    for start, z in _logit_chunks(heads, features, batch_size):
+        if out is None:
+            out = torch.empty(heads.n_models, len(features), dtype=torch.int64)
+        out[:, start : start + z.shape[0]] = z.argmax(dim=2).t()
+    return out.numpy()
 
 
 def train_head_single(

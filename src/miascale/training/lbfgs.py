@@ -173,7 +173,7 @@ def minimize(
 
 def _phi_spread(phi: torch.Tensor) -> float:
     """Median over pool examples of the standard deviation of phi across the heads."""
-    return float(phi.std(dim=1).median())
+    return float(phi.std(dim=0).median())
 
 
 def _run(
@@ -263,7 +263,7 @@ def _run(
         has_hist = has_hist | good
         pos = (pos + 1) % m
         if use_phi:
-            change = (new_phi - phi).abs().amax(dim=0)
+            change = (new_phi - phi).abs().amax(dim=1)
             still = moved & (change <= opts.phi_tol * _phi_spread(new_phi))
             still &= max_abs_rows(new_g) < PHI_GRAD_GUARD * opts.tol
             calm = torch.where(still, calm + 1, torch.where(active, 0, calm))
@@ -342,7 +342,7 @@ def _line_search(
         ok = torch.isfinite(ft) & (ft <= f[idx] + c1 * step[idx] * gd[idx])
         acc = idx[ok]
         new_theta[acc], new_f[acc], new_g[acc] = trial[ok], ft[ok], gt[ok]
-        new_phi[:, acc] = pt[:, ok]
+        new_phi[acc] = pt[ok]
         pending[acc] = False
         if not bool(pending.any()):
             break

@@ -14,6 +14,10 @@ import torch
 
 STD_FLOOR = 1e-6
 """Per-feature standard deviations below this are replaced by it (original feature units)."""
+ROWS_FIRST_MIN = 64
+"""The GEMMs put the k*C axis first (faster) only from this many rows: below it (a few heads
+in a line search) MKL's result depends on the thread count, and a sweep must give the same
+numbers in a one-thread Ray worker as locally (docs/design/training.md)."""
 
 
 class HeadObjective:
@@ -63,11 +67,8 @@ class HeadObjective:
         self.mu_c = mu  # standardisation mean, in globally centred coordinates
         self.sd = sd
         self.inv_sd = 1.0 / sd
-        self.inv_sd_t = self.inv_sd.t().contiguous()  # (D, K)
-        self.mu_c_t = mu.t().contiguous()  # (D, K)
         self.xc64 = xc64
-        # (N, K) per-example weights 1/n_k on T_k
-        self.weight_t = (m * inv_n[:, None]).t().contiguous()
+        self.weight = m * inv_n[:, None]  # (K, N) per-example weights 1/n_k on T_k
         self.y = torch.as_tensor(y, device=device)
         self.onehot = torch.nn.functional.one_hot(self.y, n_classes).to(f64)  # (N, C)
         self.n_params = d * n_classes + n_classes
@@ -77,10 +78,12 @@ class HeadObjective:
         self.set_dtype(dtype)
 
     def set_dtype(self, dtype: torch.dtype) -> None:
-        """Precision of the two big GEMMs (everything else stays float64)."""
+        """Precision of the two big GEMMs and of the per-example work between them (the
+        objective, gradient and phi are returned in float64 whatever it is)."""
         self.dtype = dtype
         self.xc = self.xc64.to(dtype)
         self.xc_t = self.xc.t().contiguous()
+        self.weight_work = self.weight.to(dtype)
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dc = self.d * self.c
@@ -97,10 +100,13 @@ class HeadObjective:
     def value_and_grad(
         self, theta: torch.Tensor, heads: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Objective (k,), gradient (k, P) and phi (N, k) of the heads ``heads`` (all if None).
+        """Objective (k,), gradient (k, P) and phi (k, N) of the heads ``heads`` (all if None).
 
-        ``theta`` holds the parameters of those heads only, (k, P). Float64 results; the two
-        GEMMs of size N x D x k*C run in ``self.dtype``.
+        ``theta`` holds the parameters of those heads only, (k, P). The two GEMMs of size
+        k*C x D x N and the per-example work between them run in ``self.dtype``; the objective
+        and gradient are accumulated and returned in float64, phi in ``self.dtype``.
+        Per-example arrays are class-major, (k, C, N): both GEMMs then put the long k*C axis
+        first, the faster orientation for these shapes (measured: benchmarks/README.md).
         """
         self.n_evals += 1
         d, c, n = self.d, self.c, self.n
@@ -108,38 +114,35 @@ class HeadObjective:
         self.n_head_evals += k
         f64 = torch.float64
         if heads is None:
-            inv_sd_t, mu_c_t, mu_c, inv_sd = self.inv_sd_t, self.mu_c_t, self.mu_c, self.inv_sd
-            weight_t = self.weight_t
+            mu_c, inv_sd, weight, work = self.mu_c, self.inv_sd, self.weight, self.weight_work
         else:
-            inv_sd_t, mu_c_t = self.inv_sd_t[:, heads], self.mu_c_t[:, heads]
-            mu_c, inv_sd, weight_t = self.mu_c[heads], self.inv_sd[heads], self.weight_t[:, heads]
-        y_idx = self.y.view(n, 1, 1).expand(n, k, 1)
+            mu_c, inv_sd = self.mu_c[heads], self.inv_sd[heads]
+            weight, work = self.weight[heads], self.weight_work[heads]
+        y_idx = self.y.view(1, 1, n).expand(k, 1, n)
         v, bias = self.split(theta)
-        # U in (D, k, C) layout so that it is directly the (D, k*C) GEMM operand.
-        u = torch.mul(v.permute(1, 0, 2), inv_sd_t[:, :, None]).contiguous()
-        off = bias - torch.einsum("dk,dkc->kc", mu_c_t, u)
-        z = self.xc @ u.view(d, k * c).to(self.dtype)
-        z = z.to(f64).view(n, k, c)
-        z.add_(off[None])
-        z.sub_(z.amax(dim=2, keepdim=True))
-        z_true = z.gather(2, y_idx).squeeze(2)  # (N, k), shifted logit of the true class
+        u = v.transpose(1, 2).contiguous().mul_(inv_sd[:, None, :])  # (k, C, D): U^T, all heads
+        off = bias - torch.bmm(u, mu_c.unsqueeze(2)).squeeze(2)
+        z = self._times_pool(u.view(k * c, d).to(self.dtype)).view(k, c, n)
+        z.add_(off.to(self.dtype)[:, :, None])
+        z.sub_(z.amax(dim=1, keepdim=True))
+        z_true = z.gather(1, y_idx).squeeze(1)  # (k, N), shifted logit of the true class
         e = z.exp_()
-        se = e.sum(dim=2, keepdim=True)
-        e.scatter_(2, y_idx, 0.0)
-        other = e.sum(dim=2)  # sum over the wrong classes, without cancellation
-        ce = se.squeeze(2).log().sub_(z_true)  # (N, k) cross-entropy
-        phi = z_true - other.clamp(min=1e-300).log()
-        f = (ce * weight_t).sum(dim=0)
+        se = e.sum(dim=1, keepdim=True)
+        e.scatter_(1, y_idx, 0.0)
+        other = e.sum(dim=1)  # sum over the wrong classes, without cancellation
+        ce = se.squeeze(1).log().sub_(z_true)  # (k, N) cross-entropy
+        phi = z_true.sub_(other.clamp(min=torch.finfo(other.dtype).tiny).log())
+        f = (ce.to(f64) * weight).sum(dim=1)
         # Residuals (softmax - onehot) weighted by 1/n_k on each model's subset; the true
         # class's residual p_y - 1 = -other/se is formed without cancellation.
         r = e.div_(se)
-        r.scatter_(2, y_idx, (-other / se.squeeze(2)).unsqueeze(2))
-        r.mul_(weight_t[:, :, None])
-        g_c = r.sum(dim=0)  # (k, C)
-        g_raw = (self.xc_t @ r.view(n, k * c).to(self.dtype)).to(f64).view(d, k, c)
+        r.scatter_(1, y_idx, (-other / se.squeeze(1)).unsqueeze(1))
+        r.mul_(work[:, None, :])
+        g_c = r.sum(dim=2, dtype=f64)  # (k, C)
+        g_raw = self._times_pool_t(r.view(k * c, n)).reshape(k, c, d)
         g = torch.empty(k, self.n_params, dtype=f64, device=self.device)
         g_v = g[:, : d * c].view(k, d, c)
-        g_v.copy_(g_raw.permute(1, 0, 2))
+        g_v.copy_(g_raw.transpose(1, 2))
         g_v.addcmul_(mu_c[:, :, None], g_c[:, None, :], value=-1.0)
         g_v.mul_(inv_sd[:, :, None])
         if self.l2:
@@ -147,6 +150,18 @@ class HeadObjective:
             f = f + 0.5 * self.l2 * (theta[:, : d * c] * theta[:, : d * c]).sum(dim=1)
         g[:, d * c :] = g_c
         return f, g, phi
+
+    def _times_pool(self, ut: torch.Tensor) -> torch.Tensor:
+        """``ut @ Xc^T``: (rows, D) -> (rows, N), contiguous (see ``ROWS_FIRST_MIN``)."""
+        if ut.shape[0] >= ROWS_FIRST_MIN:
+            return ut @ self.xc_t
+        return (self.xc @ ut.t().contiguous()).t().contiguous()
+
+    def _times_pool_t(self, r: torch.Tensor) -> torch.Tensor:
+        """``r @ Xc``: (rows, N) -> (rows, D) (see ``ROWS_FIRST_MIN``)."""
+        if r.shape[0] >= ROWS_FIRST_MIN:
+            return r @ self.xc
+        return (self.xc_t @ r.t().contiguous()).t()
 
     def to_original(self, theta: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         u, off = self.folded(theta)

@@ -41,14 +41,19 @@ class PoolSpan:
 
     def lift(self, weights: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Heads on ``Z`` (K, r, C), (K, C) -> heads on the original features (K, D, C), (K, C)."""
-        w = np.einsum("dr,krc->kdc", self.basis, weights) / self.sd[None, :, None]
+        k, r, c = weights.shape
+        # one (D, r) @ (r, K*C) GEMM: fast, and its rounding does not depend on the thread count
+        w = (self.basis @ weights.transpose(1, 0, 2).reshape(r, k * c)).reshape(-1, k, c)
+        w = np.ascontiguousarray(w.transpose(1, 0, 2)) / self.sd[None, :, None]
         return w, bias - np.einsum("d,kdc->kc", self.mu, w)
 
     def grad_norm(self, grad: torch.Tensor, n_classes: int) -> np.ndarray:
         """Max-abs gradient in standardised space of reduced gradients (K, r*C + C)."""
         k, rc = grad.shape[0], self.rank * n_classes
         g = grad.cpu().numpy()
-        g_v = np.einsum("dr,krc->kdc", self.basis, g[:, :rc].reshape(k, self.rank, n_classes))
+        g_r = g[:, :rc].reshape(k, self.rank, n_classes).transpose(1, 0, 2)
+        g_v = self.basis @ g_r.reshape(self.rank, k * n_classes)  # (D, K*C)
+        g_v = g_v.reshape(-1, k, n_classes).transpose(1, 0, 2)
         return np.maximum(np.abs(g_v).max(axis=(1, 2)), np.abs(g[:, rc:]).max(axis=1))
 
 
