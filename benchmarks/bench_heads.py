@@ -56,17 +56,18 @@ def matmul_rate(dtype: torch.dtype, size: int = 2048, reps: int = 5) -> float:
 
 
 def same_shape_rate(n: int, d: int, kc: int, reps: int = 3) -> float:
-    """fp32 rate of the trainer's two GEMMs, (N, D) @ (D, K*C) and (D, N) @ (N, K*C)."""
+    """fp32 rate of the trainer's two GEMMs as it runs them (class-major, the K*C axis first):
+    (K*C, D) @ (D, N) and (K*C, N) @ (N, D)."""
     x = torch.randn(n, d)
     x_t = x.t().contiguous()
-    u = torch.randn(d, kc)
-    r = torch.randn(n, kc)
-    x @ u
+    u_t = torch.randn(kc, d)
+    r = torch.randn(kc, n)
+    u_t @ x_t
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
-        x @ u
-        x_t @ r
+        u_t @ x_t
+        r @ x
         best = min(best, time.perf_counter() - t0)
     return 2 * 2.0 * n * d * kc / best / 1e9
 

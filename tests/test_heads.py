@@ -387,3 +387,33 @@ def test_head_predictions_are_the_argmax_of_the_logits(pool, exact_heads: Traine
     pred = head_predictions(exact_heads, x, batch_size=7)
     assert pred.shape == (K, len(x)) and pred.dtype == np.int64
     assert np.array_equal(pred, head_logits(exact_heads, x).argmax(-1))
+
+
+def test_phi_rule_applies_in_the_pools_span(monkeypatch) -> None:
+    # N < D trains in the span with a reduced gradient tolerance tol/sqrt(r); the phi rule's
+    # gradient guard stays PHI_GRAD_GUARD x the contract's tol there (relative to the reduced
+    # tolerance it kept the rule off at S <= 32 on real features), and phi stays close to the
+    # exact optimum's
+    import miascale.training.heads as heads_mod
+    from miascale.signals import lira_statistic
+    from miascale.training.lbfgs import PHI_GRAD_GUARD
+
+    rng = np.random.default_rng(11)
+    k, n, d, c = 16, 120, 400, 5
+    y = np.repeat(np.arange(c), n // c)
+    x = rng.normal(size=(n, d)) + 0.5 * rng.normal(size=(c, d))[y]
+    mask = np.zeros((k, n), dtype=bool)
+    for i in range(k):
+        mask[i, rng.permutation(n)[: n // 2]] = True
+    seen = []
+    real = heads_mod.minimize
+    monkeypatch.setattr(heads_mod, "minimize", lambda p, o, *a: seen.append(o) or real(p, o, *a))
+    cfg = HeadConfig()
+    fast = train_heads(x, y, mask, c, cfg)
+    (opts,) = seen
+    assert opts.tol < cfg.tol / 10 and opts.phi_guard == PHI_GRAD_GUARD * cfg.tol
+    assert fast.phi_stopped.mean() > 0.5
+    exact = train_heads(x, y, mask, c, HeadConfig(tol=1e-10, phi_tol=0.0, dtype="float64"))
+    phi_exact = lira_statistic(head_logits(exact, x), y)
+    err = np.abs(lira_statistic(head_logits(fast, x), y) - phi_exact)
+    assert np.median(err) / np.median(phi_exact.std(axis=0)) < 0.05

@@ -20,7 +20,7 @@ import torch
 
 from miascale.errors import MiascaleError
 from miascale.training.adam import adam
-from miascale.training.lbfgs import LbfgsOptions, minimize
+from miascale.training.lbfgs import PHI_GRAD_GUARD, LbfgsOptions, minimize
 from miascale.training.objective import STD_FLOOR, HeadObjective
 from miascale.training.span import PoolSpan, pool_span
 
@@ -91,7 +91,7 @@ class HeadConfig:
     seed: int = 0
     dtype: str = "mixed"
     precondition: bool = True
-    phi_tol: float = 0.02
+    phi_tol: float = 0.05
     standardize: str = "pool"
 
     def __post_init__(self) -> None:
@@ -351,6 +351,7 @@ def _lbfgs_options(config: HeadConfig) -> LbfgsOptions:
     return LbfgsOptions(
         tol=config.tol,
         phi_tol=config.phi_tol,
+        phi_guard=PHI_GRAD_GUARD * config.tol,
         max_iter=config.max_iter,
         history=config.history,
         precondition=config.precondition,

@@ -27,7 +27,9 @@ CRAWL_FACTOR = 2.0
 PHI_PATIENCE = 3
 """Consecutive iterations a head's phi must stay within ``phi_tol`` x spread to stop."""
 PHI_GRAD_GUARD = 100.0
-"""... and only once its max-abs gradient is below this x ``tol`` (a guard against stalls)."""
+"""... and only once its max-abs gradient is below this x the contract's ``tol`` (a guard
+against stalls; in a reduced space (:mod:`.span`) also this x ``HeadConfig.tol``, not x the
+reduced tolerance, which would leave the rule off at small S)."""
 MIN_HEADS_FOR_PHI = 4
 """The phi rule needs a spread across models: it is off with fewer heads than this."""
 
@@ -135,6 +137,7 @@ class LbfgsOptions:
 
     tol: float
     phi_tol: float
+    phi_guard: float  # the phi rule applies below this max-abs gradient
     max_iter: int
     history: int
     precondition: bool
@@ -265,7 +268,7 @@ def _run(
         if use_phi:
             change = (new_phi - phi).abs().amax(dim=1)
             still = moved & (change <= opts.phi_tol * _phi_spread(new_phi))
-            still &= max_abs_rows(new_g) < PHI_GRAD_GUARD * opts.tol
+            still &= max_abs_rows(new_g) < opts.phi_guard
             calm = torch.where(still, calm + 1, torch.where(active, 0, calm))
             done = done | (calm >= PHI_PATIENCE)
         theta, f, g, phi = new_theta, new_f, new_g, new_phi
