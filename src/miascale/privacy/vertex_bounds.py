@@ -7,8 +7,12 @@ is described in ``docs/design/privacy.md`` ("Fast search over vertices").
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from miascale.metrics import clopper_pearson
+
+_CHUNK = 128
+"""Vertices per chunk of the monotone upper bound (:meth:`_VertexBounds._chunk_upper`)."""
 
 
 class _VertexBounds:
@@ -22,6 +26,7 @@ class _VertexBounds:
         half = (1.0 - level) / 2.0
         self.tpr_low_max = half ** (1.0 / n_pos)  # CP lower bound at k = n
         self.fpr_high_min = 1.0 - half ** (1.0 / n_neg)  # CP upper bound at k = 0
+        self.monotone = bool(np.all(np.diff(tp) >= 0) and np.all(np.diff(fp) >= 0))
 
     def at(self, i: int) -> tuple[float, float]:
         low, _ = clopper_pearson(int(self.tp[i]), self.n_pos, self.level)
@@ -43,15 +48,38 @@ class _VertexBounds:
         high_lb = np.maximum(self.fp / self.n_neg, self.fpr_high_min)
         return self._value(form, low_ub, high_lb)
 
+    def _low(self, tp: np.ndarray) -> np.ndarray:
+        """Clopper-Pearson lower bound of the TPR at true-positive counts ``tp`` (one side only:
+        the same values as :func:`clopper_pearson`, at half its cost)."""
+        k, n = tp.astype(np.float64), float(self.n_pos)
+        low = stats.beta.ppf((1.0 - self.level) / 2, np.maximum(k, 1.0), n - k + 1.0)
+        return np.where(k == 0, 0.0, low)
+
+    def _high(self, fp: np.ndarray) -> np.ndarray:
+        """Clopper-Pearson upper bound of the FPR at false-positive counts ``fp`` (one side)."""
+        k, n = fp.astype(np.float64), float(self.n_neg)
+        high = stats.beta.ppf(1.0 - (1.0 - self.level) / 2, k + 1.0, np.maximum(n - k, 1.0))
+        return np.where(k == n, 1.0, high)
+
     def _exact(self, form: str, block: np.ndarray) -> np.ndarray:
         """The form's exact value at the vertices ``block``."""
-        low, _ = clopper_pearson(self.tp[block], np.full_like(block, self.n_pos), self.level)
-        _, high = clopper_pearson(self.fp[block], np.full_like(block, self.n_neg), self.level)
-        return self._value(form, low, high)
+        return self._value(form, self._low(self.tp[block]), self._high(self.fp[block]))
+
+    def _chunk_upper(self, form: str, upper: np.ndarray) -> np.ndarray:
+        """``upper`` tightened by chunks of consecutive vertices: along the ROC ``tp`` and ``fp``
+        never decrease, so on a chunk [a, b] both forms are at most their value at the exact
+        Clopper-Pearson bounds ``low(tp[b])`` and ``high(fp[a])`` (two exact values a chunk)."""
+        a = np.arange(0, upper.size, _CHUNK)
+        b = np.minimum(a + _CHUNK - 1, upper.size - 1)
+        chunk = self._value(form, self._low(self.tp[b]), self._high(self.fp[a]))
+        chunk = np.repeat(chunk, _CHUNK)[: upper.size]
+        return np.minimum(upper, chunk)
 
     def best(self, form: str) -> tuple[int, float]:
         """(vertex, value) of the largest bound of one form over all vertices."""
         upper = self._upper(form)
+        if upper.size > 8 * _CHUNK and self.monotone:
+            upper = self._chunk_upper(form, upper)
         order = np.argsort(-upper, kind="stable")
         best_i, best_v, start, size = int(order[0]), -np.inf, 0, 256
         while (
