@@ -242,14 +242,17 @@ def _run(
             gamma[failed] = 1.0
             has_hist = has_hist & ~failed
         moved = active & ~failed
-        s = new_theta - theta
-        yv = new_g - g
+        if s_hist.dtype == f64:  # stored in place as the newest pair
+            s = torch.sub(new_theta, theta, out=s_hist[pos])
+            yv = torch.sub(new_g, g, out=y_hist[pos])
+        else:
+            s, yv = new_theta - theta, new_g - g
+            s_hist[pos].copy_(s)
+            y_hist[pos].copy_(yv)
         sy = _rowdot(s, yv)
         yy = _rowdot(yv, yv)
         good = moved & (sy > 1e-12 * yy.sqrt() * s.norm(dim=1)) & (yy > 0)
-        # Slots with rho = 0 are ignored by the two-loop recursion, so store pairs as they are.
-        s_hist[pos] = s
-        y_hist[pos] = yv
+        # Slots with rho = 0 are ignored by the two-loop recursion, so pairs are kept as they are.
         rho[pos] = torch.where(good, 1.0 / sy.clamp(min=1e-300), torch.zeros_like(sy))
         if pre is not None:
             # Curvature of the data term relative to the bound, fitted to the newest pair:
@@ -337,12 +340,20 @@ def _line_search(
     k = theta.shape[0]
     step = torch.where(active, torch.ones_like(f), torch.zeros_like(f))
     pending = active.clone()
-    new_theta, new_f, new_g, new_phi = theta.clone(), f.clone(), g.clone(), phi.clone()
+    new_theta = new_f = new_g = new_phi = None
     for _ in range(40):
         idx = pending.nonzero().squeeze(1)
-        trial = torch.addcmul(theta[idx], step[idx, None], direction[idx])
-        ft, gt, pt = prob.value_and_grad(trial, None if idx.numel() == k else idx)
+        every = idx.numel() == k
+        if every:  # all heads pending: no gathers
+            trial = torch.addcmul(theta, step[:, None], direction)
+        else:
+            trial = torch.addcmul(theta[idx], step[idx, None], direction[idx])
+        ft, gt, pt = prob.value_and_grad(trial, None if every else idx)
         ok = torch.isfinite(ft) & (ft <= f[idx] + c1 * step[idx] * gd[idx])
+        if every and bool(ok.all()):  # the common first trial: every unit step accepted
+            return trial, ft, gt, pt, torch.zeros_like(pending)
+        if new_theta is None:
+            new_theta, new_f, new_g, new_phi = theta.clone(), f.clone(), g.clone(), phi.clone()
         acc = idx[ok]
         new_theta[acc], new_f[acc], new_g[acc] = trial[ok], ft[ok], gt[ok]
         new_phi[acc] = pt[ok]
