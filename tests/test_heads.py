@@ -263,7 +263,8 @@ def test_fallback_to_plain_lbfgs_reaches_same_optimum(pool, exact_heads, monkeyp
     run = lbfgs_mod._run
 
     def recording(prob, opts, theta, done, precondition, it0, progress):  # type: ignore[no-untyped-def]
-        phases.append(precondition)
+        if prob.k == K:  # not the one head on the whole pool that the K heads start from
+            phases.append(precondition)
         return run(prob, opts, theta, done, precondition, it0, progress)
 
     monkeypatch.setattr(lbfgs_mod, "_run", recording)
@@ -410,10 +411,40 @@ def test_phi_rule_applies_in_the_pools_span(monkeypatch) -> None:
     monkeypatch.setattr(heads_mod, "minimize", lambda p, o, *a: seen.append(o) or real(p, o, *a))
     cfg = HeadConfig()
     fast = train_heads(x, y, mask, c, cfg)
-    (opts,) = seen
+    start, opts = seen  # the head on the whole pool that the K heads start from, then theirs
     assert opts.tol < cfg.tol / 10 and opts.phi_guard == PHI_GRAD_GUARD * cfg.tol
+    assert start.tol == opts.phi_guard and start.phi_tol == 0
     assert fast.phi_stopped.mean() > 0.5
     exact = train_heads(x, y, mask, c, HeadConfig(tol=1e-10, phi_tol=0.0, dtype="float64"))
     phi_exact = lira_statistic(head_logits(exact, x), y)
     err = np.abs(lira_statistic(head_logits(fast, x), y) - phi_exact)
     assert np.median(err) / np.median(phi_exact.std(axis=0)) < 0.05
+
+
+@pytest.mark.parametrize("standardize", ("pool", "subset"))
+def test_heads_start_from_one_head_trained_on_the_whole_pool(pool, monkeypatch, standardize):
+    # With a shared standardisation the K heads start from one head fitted to the whole pool
+    # (a head without data from zero, its exact optimum); with "subset" scales from zero. The
+    # optimum is the same either way (checked against scikit-learn in test_matches_sklearn).
+    import miascale.training.heads as heads_mod
+
+    x, y, mask = pool
+    m = mask.copy()
+    m[0] = False
+    calls = []
+    real = heads_mod.minimize
+
+    def recording(prob, opts, progress=None, theta0=None):  # type: ignore[no-untyped-def]
+        res = real(prob, opts, progress, theta0)
+        calls.append((prob.k, None if theta0 is None else theta0.numpy().copy(), res.theta))
+        return res
+
+    monkeypatch.setattr(heads_mod, "minimize", recording)
+    train_heads(x, y, m, C, HeadConfig(standardize=standardize))
+    if standardize == "subset":
+        assert [(k, t0) for k, t0, _ in calls] == [(K, None)]
+        return
+    (one, _, fitted), (k, theta0, _) = calls
+    assert one == 1 and k == K
+    assert np.all(theta0[0] == 0)
+    assert np.array_equal(theta0[1:], np.repeat(fitted.numpy(), K - 1, axis=0))
