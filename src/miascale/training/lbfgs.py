@@ -94,13 +94,13 @@ class Preconditioner:
         # weights ~ tol/l2 that the folding W = V/sd_k blows up by 1/STD_FLOOR).
         self.live = (prob.sd > STD_FLOOR).to(prob.sd.dtype).t().contiguous()  # (D, K)
         self.d, self.c = d, prob.c
-        self.n_apply = 0  # GEMM-pair counters (for benchmarks)
+        self.n_apply = 0  # head-applications and head-curvatures (flop counting in benchmarks)
         self.n_curv = 0
 
     def apply(self, g: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """``P_k^{-1} g`` for every head, g (K, P) -> (K, P), gamma (K,)."""
-        self.n_apply += 1
         k, d, c = g.shape[0], self.d, self.c
+        self.n_apply += k
         out = torch.empty_like(g)
         u = g[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()  # (D, K, C)
         gmean = u.mean(dim=2, keepdim=True)
@@ -118,8 +118,8 @@ class Preconditioner:
 
     def inverse_bound_curvature(self, y: torch.Tensor) -> torch.Tensor:
         """``y^T B_k^+ y`` per head (B_k: head k's bound as approximated in :meth:`apply`)."""
-        self.n_curv += 1
         k, d, c = y.shape[0], self.d, self.c
+        self.n_curv += k
         u = y[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()
         u.sub_(u.mean(dim=2, keepdim=True)).mul_(self.live[:, :, None])
         inv_tail = 1.0 / self.lam_tail if self.lam_tail > 0 else 0.0  # pseudo-inverse
