@@ -62,17 +62,13 @@ class HeadConfig:
         seed: seeds the Adam minibatch order (lbfgs is deterministic and ignores it).
         phi_tol: L-BFGS only: a head also stops once its LiRA statistics ``phi`` on the pool
             moved by at most ``phi_tol`` times their spread across models in each of 3
-            consecutive iterations (:mod:`miascale.training.lbfgs`). Its effect on TPR@FPR
-            against the exact optimum is small (measured: benchmarks/README.md); 0 turns the
-            rule off so that only ``tol`` stops a head.
-            Needs K >= 4 heads (a spread); with fewer it is off.
-        dtype: precision of the two big matrix multiplications. ``"mixed"`` (default) runs
-            float32 until rounding stops a line search, then float64; ``"float64"`` throughout
-            is exact enough to reach ``tol=1e-6`` tightly; ``"float32"`` throughout is faster
-            per iteration (fp32 vs fp64 rates: benchmarks/README.md) but the gradient is then
-            only accurate to about 1e-6
-            relative, so tight tolerances may not be reached. Optimiser state and everything
-            else is float64.
+            consecutive iterations (needs K >= 4 heads; 0 turns the rule off, so that only
+            ``tol`` stops a head). Its effect against the exact optimum: benchmarks/README.md.
+        dtype: precision of the two big matrix multiplications and the per-example work between
+            them. ``"mixed"`` (default) runs float32 until rounding stops a line search, then
+            float64; ``"float64"`` throughout reaches ``tol=1e-6`` tightly; ``"float32"``
+            throughout is faster per iteration, but its gradient is only accurate to about 1e-6
+            relative. The optimiser's state is float64.
         precondition: L-BFGS only: use the scaled Böhning-bound preconditioner described in
             docs/design/training.md (default). ``False`` gives plain L-BFGS with ``H0 = gamma*I``;
             both reach the same optimum.
@@ -437,65 +433,7 @@ def train_head_single(
     config: HeadConfig = HeadConfig(),
     pool_features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Train ONE head on all of ``features`` (its training subset): reference path.
+    """ONE head on all of ``features`` with scipy: :func:`miascale.training.reference.train_head_single`."""
+    from miascale.training.reference import train_head_single as reference
 
-    Same objective as :func:`train_heads` (zero init, folded output, ``config.standardize``),
-    solved with scipy's L-BFGS-B in float64 numpy -- an independent code path. With
-    ``standardize="pool"`` the statistics come from ``pool_features`` (required: the whole pool
-    the audit's models share). Uses ``config.l2``, ``config.tol`` (as ``gtol``) and
-    ``config.max_iter``; the optimizer and dtype fields are ignored because the optimum is unique.
-
-    Returns:
-        weights (D, C) and bias (C,) in the original feature space.
-    """
-    from scipy.optimize import minimize
-
-    config = _check_config(config)
-    n_classes = _check_n_classes(n_classes)
-    x = _check_features(features)
-    n, d = x.shape
-    y = _check_labels(labels, n, n_classes)
-    c = n_classes
-    if config.standardize == "none":
-        mu, sd = np.zeros(d), np.ones(d)
-    else:
-        if config.standardize == "pool":
-            if pool_features is None:
-                raise MiascaleError(
-                    "train_head_single with standardize='pool' needs pool_features (the pool "
-                    "whose statistics set the feature scale)."
-                )
-            ref = _check_features(pool_features, "pool_features")
-            if ref.shape[1] != d:
-                raise MiascaleError(f"pool_features have {ref.shape[1]} dims, features {d}.")
-        else:
-            ref = x
-        mu = ref.mean(axis=0)
-        sd = np.maximum(ref.std(axis=0), STD_FLOOR)
-    xs = (x - mu) / sd
-    onehot = np.eye(c)[y]
-    l2 = config.l2
-
-    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        v = theta[: d * c].reshape(d, c)
-        b = theta[d * c :]
-        z = xs @ v + b
-        zmax = z.max(axis=1, keepdims=True)
-        lse = zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1))
-        loss = (lse - z[np.arange(n), y]).mean() + 0.5 * l2 * float((v * v).sum())
-        r = (np.exp(z - lse[:, None]) - onehot) / n
-        gv = xs.T @ r + l2 * v
-        return float(loss), np.concatenate([gv.ravel(), r.sum(axis=0)])
-
-    res = minimize(
-        fun,
-        np.zeros(d * c + c),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": config.max_iter, "gtol": config.tol, "ftol": 0.0, "maxcor": 20},
-    )
-    v = res.x[: d * c].reshape(d, c)
-    weights = v / sd[:, None]
-    c_std = res.x[d * c :] - res.x[d * c :].mean()
-    bias = c_std - mu @ weights
-    return weights, bias
+    return reference(features, labels, n_classes, config, pool_features)
