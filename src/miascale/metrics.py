@@ -47,6 +47,21 @@ _ABS_SLACK = 1e-9
 # --------------------------------------------------------------------------------------------
 
 
+def cp_low(k: np.ndarray, n: np.ndarray, confidence: float) -> np.ndarray:
+    """Lower end of the two-sided Clopper-Pearson interval, for float counts already validated
+    (0 <= k <= n, n >= 1; :func:`clopper_pearson` checks them): 0 at ``k == 0``."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # Beta(0, .) is undefined: set below
+        low = stats.beta.ppf((1.0 - confidence) / 2, np.maximum(k, 1.0), n - k + 1.0)
+    return np.where(k == 0, 0.0, low)
+
+
+def cp_high(k: np.ndarray, n: np.ndarray, confidence: float) -> np.ndarray:
+    """Upper end of the two-sided Clopper-Pearson interval (as :func:`cp_low`): 1 at ``k == n``."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        high = stats.beta.ppf(1.0 - (1.0 - confidence) / 2, k + 1.0, np.maximum(n - k, 1.0))
+    return np.where(k == n, 1.0, high)
+
+
 def clopper_pearson(k: Any, n: Any, confidence: float = 0.95) -> tuple[Any, Any]:
     """Exact two-sided Clopper-Pearson interval for a binomial proportion ``k / n``.
 
@@ -79,13 +94,7 @@ def clopper_pearson(k: Any, n: Any, confidence: float = 0.95) -> tuple[Any, Any]
     if np.any(k_arr < 0) or np.any(k_arr > n_arr):
         raise MiascaleError("clopper_pearson: k (number of successes) must satisfy 0 <= k <= n.")
 
-    alpha = 1.0 - conf
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # Beta with a zero shape parameter is undefined; those cases are set explicitly below.
-        low = stats.beta.ppf(alpha / 2, np.maximum(k_arr, 1), n_arr - k_arr + 1)
-        high = stats.beta.ppf(1 - alpha / 2, k_arr + 1, np.maximum(n_arr - k_arr, 1))
-    low = np.where(k_arr == 0, 0.0, low)
-    high = np.where(k_arr == n_arr, 1.0, high)
+    low, high = cp_low(k_arr, n_arr, conf), cp_high(k_arr, n_arr, conf)
     if scalar:
         return float(low), float(high)
     return low, high

@@ -7,9 +7,8 @@ is described in ``docs/design/privacy.md`` ("Fast search over vertices").
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
-from miascale.metrics import clopper_pearson
+from miascale.metrics import clopper_pearson, cp_high, cp_low
 
 _CHUNK = 128
 """Vertices per chunk of the monotone upper bound (:meth:`_VertexBounds._chunk_upper`)."""
@@ -49,17 +48,12 @@ class _VertexBounds:
         return self._value(form, low_ub, high_lb)
 
     def _low(self, tp: np.ndarray) -> np.ndarray:
-        """Clopper-Pearson lower bound of the TPR at true-positive counts ``tp`` (one side only:
-        the same values as :func:`clopper_pearson`, at half its cost)."""
-        k, n = tp.astype(np.float64), float(self.n_pos)
-        low = stats.beta.ppf((1.0 - self.level) / 2, np.maximum(k, 1.0), n - k + 1.0)
-        return np.where(k == 0, 0.0, low)
+        """Clopper-Pearson lower bound of the TPR at counts ``tp`` (one side: half the cost)."""
+        return cp_low(tp.astype(np.float64), float(self.n_pos), self.level)
 
     def _high(self, fp: np.ndarray) -> np.ndarray:
-        """Clopper-Pearson upper bound of the FPR at false-positive counts ``fp`` (one side)."""
-        k, n = fp.astype(np.float64), float(self.n_neg)
-        high = stats.beta.ppf(1.0 - (1.0 - self.level) / 2, k + 1.0, np.maximum(n - k, 1.0))
-        return np.where(k == n, 1.0, high)
+        """Clopper-Pearson upper bound of the FPR at counts ``fp`` (one side)."""
+        return cp_high(fp.astype(np.float64), float(self.n_neg), self.level)
 
     def _exact(self, form: str, block: np.ndarray) -> np.ndarray:
         """The form's exact value at the vertices ``block``."""

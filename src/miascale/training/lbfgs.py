@@ -242,13 +242,8 @@ def _run(
             gamma[failed] = 1.0
             has_hist = has_hist & ~failed
         moved = active & ~failed
-        if s_hist.dtype == f64:  # stored in place as the newest pair
-            s = torch.sub(new_theta, theta, out=s_hist[pos])
-            yv = torch.sub(new_g, g, out=y_hist[pos])
-        else:
-            s, yv = new_theta - theta, new_g - g
-            s_hist[pos].copy_(s)
-            y_hist[pos].copy_(yv)
+        s = torch.sub(new_theta, theta, out=s_hist[pos])  # stored in place as the newest pair
+        yv = torch.sub(new_g, g, out=y_hist[pos])
         sy = _rowdot(s, yv)
         yy = _rowdot(yv, yv)
         good = moved & (sy > 1e-12 * yy.sqrt() * s.norm(dim=1)) & (yy > 0)

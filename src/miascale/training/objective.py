@@ -79,7 +79,7 @@ class HeadObjective:
 
     def set_dtype(self, dtype: torch.dtype) -> None:
         """Precision of the two big GEMMs and of the per-example work between them (the
-        objective, gradient and phi are returned in float64 whatever it is)."""
+        objective and gradient are returned in float64 whatever it is; phi in this one)."""
         self.dtype = dtype
         self.xc = self.xc64.to(dtype)
         self.xc_t = self.xc.t().contiguous()

@@ -41,19 +41,21 @@ class PoolSpan:
 
     def lift(self, weights: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Heads on ``Z`` (K, r, C), (K, C) -> heads on the original features (K, D, C), (K, C)."""
-        k, r, c = weights.shape
-        # one (D, r) @ (r, K*C) GEMM: fast, and its rounding does not depend on the thread count
-        w = (self.basis @ weights.transpose(1, 0, 2).reshape(r, k * c)).reshape(-1, k, c)
-        w = np.ascontiguousarray(w.transpose(1, 0, 2)) / self.sd[None, :, None]
+        w = self._to_features(weights) / self.sd[None, :, None]
         return w, bias - np.einsum("d,kdc->kc", self.mu, w)
+
+    def _to_features(self, a: np.ndarray) -> np.ndarray:
+        """``basis @ a[k]`` for every head: (K, r, C) -> (K, D, C), as one (D, r) @ (r, K*C)
+        GEMM (fast, and its rounding does not depend on the thread count)."""
+        k, r, c = a.shape
+        out = (self.basis @ a.transpose(1, 0, 2).reshape(r, k * c)).reshape(-1, k, c)
+        return np.ascontiguousarray(out.transpose(1, 0, 2))
 
     def grad_norm(self, grad: torch.Tensor, n_classes: int) -> np.ndarray:
         """Max-abs gradient in standardised space of reduced gradients (K, r*C + C)."""
         k, rc = grad.shape[0], self.rank * n_classes
         g = grad.cpu().numpy()
-        g_r = g[:, :rc].reshape(k, self.rank, n_classes).transpose(1, 0, 2)
-        g_v = self.basis @ g_r.reshape(self.rank, k * n_classes)  # (D, K*C)
-        g_v = g_v.reshape(-1, k, n_classes).transpose(1, 0, 2)
+        g_v = self._to_features(g[:, :rc].reshape(k, self.rank, n_classes))
         return np.maximum(np.abs(g_v).max(axis=(1, 2)), np.abs(g[:, rc:]).max(axis=1))
 
 
