@@ -175,6 +175,9 @@ def main() -> None:
         m_eig = min(n, d_run)
         flops += 2.0 * n * d_run * m_eig + 4.0 / 3.0 * m_eig**3  # covariance/Gram + eigh (approx.)
         flops += (2 * n_apply + n_curv) * (2.0 * d_run * rank * n_classes)  # per head
+        if pre.block is not None:  # the start head's exact curvature block (Preconditioner.at)
+            m_blk = pre.block.shape[0]
+            flops += n_apply * 2.0 * m_blk**2 + n_classes**2 * n * (rank + 1) ** 2 + 4.0 * m_blk**3
     gflops = flops / t_ours / 1e9
     p_ours = softmax(head_logits(trained, x))
 

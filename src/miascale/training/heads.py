@@ -329,7 +329,8 @@ def _train_in_span(
     dtype = _DTYPES[config.dtype]
     prob = HeadObjective(span.coords, y, mask, n_classes, config.l2, dtype, dev, "none")
     opts = replace(_lbfgs_options(config), tol=span.reduced_tol(config.tol))
-    res = _lbfgs(prob, span.coords, y, replace(config, standardize="none"), opts, progress)
+    config = replace(config, standardize="none")
+    res = _lbfgs(prob, span.coords, y, config, opts, progress, curvature=False)
     weights, bias = span.lift(*prob.to_original(res.theta))
     gn = span.grad_norm(prob.value_and_grad(res.theta)[1], n_classes)
     phi = res.phi_stopped.cpu().numpy().astype(bool)
@@ -350,12 +351,16 @@ def _lbfgs(
     config: HeadConfig,
     opts: LbfgsOptions,
     progress: Callable[[int, float], object] | None,
+    curvature: bool = True,
 ) -> LbfgsResult:
     """L-BFGS for the K heads of ``prob`` (features ``x``), started from ONE head trained on the
     whole pool when the heads share a standardisation (docs/design/training.md, "Start").
 
     That head costs about 1/K of the batch and takes 20-30% of the iterations off every head (the
-    optimum does not move: the objective is strictly convex); its preconditioner serves them all.
+    optimum does not move: the objective is strictly convex); its preconditioner serves them all,
+    with ``curvature`` refined by that head's exact Hessian on the pool's top directions
+    (``Preconditioner.at``; not in the pool's span, where few examples per direction make one
+    head's curvature a poor model of another's: benchmarks/README.md).
     """
     if config.standardize == "subset" or prob.k < 2:
         return minimize(prob, opts, progress)
@@ -364,7 +369,10 @@ def _lbfgs(
         x, y, everyone, prob.c, config.l2, prob.dtype, prob.device, config.standardize
     )
     start = minimize(pool_prob, replace(opts, tol=opts.phi_guard, phi_tol=0.0))
-    prob.preconditioner = pool_prob.preconditioner  # the same pool, scale and live features
+    pre = pool_prob.preconditioner  # the same pool, scale and live features
+    if curvature and pre is not None:
+        pre = pre.at(pool_prob, start.theta[0])
+    prob.preconditioner = pre
     theta0 = start.theta.expand(prob.k, -1).clone()
     theta0[prob.weight.sum(dim=1) == 0] = 0.0  # a head without data: its optimum, exactly
     return minimize(prob, opts, progress, theta0)

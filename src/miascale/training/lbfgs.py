@@ -2,8 +2,8 @@
 
 :func:`minimize` runs L-BFGS for every head at once, each with its own memory, line search and
 stopping (max-abs gradient below ``tol``, or the attack-facing ``phi_tol`` rule); only heads still
-running are evaluated. :class:`Preconditioner` is the shared scaled Böhning bound used as the
-initial inverse Hessian; ``dtype="mixed"`` switches the GEMMs from float32 to float64 on rounding.
+running are evaluated. The initial inverse Hessian is the shared :class:`.Preconditioner`;
+``dtype="mixed"`` switches the GEMMs from float32 to float64 on rounding.
 
 Contract: docs/design/training.md ("Batched per-head L-BFGS"; measured: benchmarks/README.md).
 """
@@ -15,12 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from miascale.training.objective import STD_FLOOR, HeadObjective
+from miascale.training.objective import HeadObjective
+from miascale.training.precondition import Preconditioner
 
-_PRECOND_CUT = 0.01
-"""Eigenvalues of the pool covariance kept exactly in the preconditioner: >= this x its trace."""
-_PRECOND_EXAMPLES = 16
-"""... and >= the share of this many average examples (trace/N each): shared directions only."""
 CRAWL_WINDOW = 25
 CRAWL_FACTOR = 2.0
 """Preconditioned L-BFGS falls back to plain when max |grad| fell < 2x over 25 iterations."""
@@ -34,17 +31,6 @@ MIN_HEADS_FOR_PHI = 4
 """The phi rule needs a spread across models: it is off with fewer heads than this."""
 
 
-def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric eigendecomposition by LAPACK's divide and conquer (``syevd``) via scipy.
-
-    torch's CPU ``linalg.eigh`` in float64 is much slower (measured: benchmarks/README.md).
-    """
-    from scipy.linalg import eigh
-
-    lam, u = eigh(a.cpu().numpy(), driver="evd", check_finite=False)
-    return torch.as_tensor(lam, device=a.device), torch.as_tensor(u, device=a.device)
-
-
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise dot products of two (K, P) tensors, as a batched GEMV (no (K, P) temporary)."""
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
@@ -52,83 +38,6 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def max_abs_rows(g: torch.Tensor) -> torch.Tensor:
     return g.abs().amax(dim=1)
-
-
-class Preconditioner:
-    """Inverse of a scaled Böhning bound, shared by all heads (docs/design/training.md).
-
-    ``B = A (x) Sigma (+) A`` bounds the Hessian of the data term for (V, c), with
-    ``A = (I - 11^T/C)/2`` and ``Sigma`` the covariance of the WHOLE pool standardised with pool
-    statistics. ``Sigma`` is kept as its top eigenpairs ``Q, lam`` (eigenvalues at least
-    ``_PRECOND_CUT`` of its trace, so at most ``1/_PRECOND_CUT`` of them) plus one flat value
-    ``lam_tail`` (the largest eigenvalue dropped) for the rest. Head k's preconditioner is
-    ``P_k = gamma_k * B + l2 * I_V``; applying its inverse to all heads is two GEMMs over
-    (D, r) x (r, K*C) with r the kept rank, plus elementwise work.
-    """
-
-    def __init__(self, prob: HeadObjective, l2: float) -> None:
-        n, d = prob.n, prob.d
-        xc = prob.xc64  # globally centred
-        if prob.standardized:  # the heads' parameters live on (approximately) the pool's scale
-            xs = xc / (xc * xc).mean(dim=0).sqrt().clamp(min=STD_FLOOR)
-        else:
-            xs = xc
-        # eigenpairs of Sigma from the smaller of the (N, N) Gram and (D, D) covariance matrices
-        gram = xs @ xs.t() / n if n <= d else xs.t() @ xs / n
-        lam, u = _eigh(gram)
-        lam = lam.clamp(min=0.0)
-        keep = lam >= max(_PRECOND_CUT, _PRECOND_EXAMPLES / n) * float(lam.sum())
-        keep &= lam > 0
-        self.lam_tail = float(lam[~keep].max()) if bool((~keep).any()) else 0.0
-        lam, u = lam[keep], u[:, keep]
-        q = (xs.t() @ u) / (lam * n).sqrt() if n <= d else u
-        # l2 = 0: the bound alone is singular; regularise the preconditioner only.
-        self.l2 = l2 if l2 > 0 else 1e-6 * max(float(lam.sum()), 1.0) / d
-        self.rank = int(lam.shape[0])
-        self.lam = lam
-        self.q = q.contiguous()
-        self.q_t = q.t().contiguous()
-        # A feature constant on head k's subset (sd_k floored) has x~ = 0 there: its weights feel
-        # only the regulariser and stay exactly 0 from the zero start. The shared Sigma knows
-        # nothing of that, so such coordinates are masked out of P_k^{-1} (else they pick up
-        # weights ~ tol/l2 that the folding W = V/sd_k blows up by 1/STD_FLOOR).
-        self.live = (prob.sd > STD_FLOOR).to(prob.sd.dtype).t().contiguous()  # (D, K)
-        self.d, self.c = d, prob.c
-        self.n_apply = 0  # head-applications and head-curvatures (flop counting in benchmarks)
-        self.n_curv = 0
-
-    def apply(self, g: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """``P_k^{-1} g`` for every head, g (K, P) -> (K, P), gamma (K,)."""
-        k, d, c = g.shape[0], self.d, self.c
-        self.n_apply += k
-        out = torch.empty_like(g)
-        u = g[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()  # (D, K, C)
-        gmean = u.mean(dim=2, keepdim=True)
-        u.sub_(gmean).mul_(self.live[:, :, None])
-        tail = 1.0 / (0.5 * self.lam_tail * gamma + self.l2)  # (K,)
-        h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)
-        scale = 1.0 / (0.5 * self.lam[:, None] * gamma[None, :] + self.l2) - tail[None, :]
-        h.mul_(scale[:, :, None])
-        pv = torch.addmm(u.mul_(tail[None, :, None]).view(d, k * c), self.q, h.view(-1, k * c))
-        pv = pv.view(d, k, c).add_(gmean, alpha=1.0 / self.l2).mul_(self.live[:, :, None])
-        out[:, : d * c].view(k, d, c).copy_(pv.permute(1, 0, 2))
-        gc = g[:, d * c :]
-        out[:, d * c :] = (2.0 / gamma[:, None]) * (gc - gc.mean(dim=1, keepdim=True))
-        return out
-
-    def inverse_bound_curvature(self, y: torch.Tensor) -> torch.Tensor:
-        """``y^T B_k^+ y`` per head (B_k: head k's bound as approximated in :meth:`apply`)."""
-        k, d, c = y.shape[0], self.d, self.c
-        self.n_curv += k
-        u = y[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()
-        u.sub_(u.mean(dim=2, keepdim=True)).mul_(self.live[:, :, None])
-        inv_tail = 1.0 / self.lam_tail if self.lam_tail > 0 else 0.0  # pseudo-inverse
-        tot = 2.0 * inv_tail * (u * u).sum(dim=(0, 2))
-        h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)
-        tot += 2.0 * ((h * h).sum(dim=2) * (1.0 / self.lam - inv_tail)[:, None]).sum(dim=0)
-        yc = y[:, d * c :]
-        yc = yc - yc.mean(dim=1, keepdim=True)
-        return tot + 2.0 * (yc * yc).sum(dim=1)
 
 
 @dataclass(frozen=True)
