@@ -451,3 +451,19 @@ def test_heads_start_from_one_head_trained_on_the_whole_pool(pool, monkeypatch, 
     assert one == 1 and k == K
     assert np.all(theta0[0] == 0)
     assert np.array_equal(theta0[1:], np.repeat(fitted.numpy(), K - 1, axis=0))
+
+
+@pytest.mark.parametrize(("n", "d"), [(40, 100), (300, 20)])  # in the pool's span, and not
+@pytest.mark.parametrize("dtype", ("float64", "mixed"))
+def test_heads_stop_at_the_rounding_floor_below_an_unreachable_tolerance(n, d, dtype) -> None:
+    # A head whose objective no longer decreases sits out; with several such heads they used to
+    # take turns (a head sitting out had its stall count reset) and ran to max_iter.
+    rng = np.random.default_rng(7)
+    c = 4 if n == 40 else 3
+    y = np.repeat(np.arange(c), n // c)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 2, size=d) + rng.normal(size=(c, d))[y]
+    mask = rng.random((8, n)) < 0.5
+    cfg = HeadConfig(l2=1e-2, tol=1e-15, max_iter=5000, phi_tol=0.0, dtype=dtype)
+    heads = train_heads(x, y, mask, c, cfg)
+    assert heads.n_iter < 200
+    assert not heads.converged.any() and (heads.final_grad_norm < 1e-8).all()

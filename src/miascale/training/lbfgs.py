@@ -27,6 +27,8 @@ PHI_GRAD_GUARD = 100.0
 """... and only once its max-abs gradient is below this x the contract's ``tol`` (a guard
 against stalls; in a reduced space (:mod:`.span`) also this x ``HeadConfig.tol``, not x the
 reduced tolerance, which would leave the rule off at small S)."""
+_FLOOR = 4 * torch.finfo(torch.float64).eps
+"""A step must lower a head's objective by more than this relative amount to count as progress."""
 MIN_HEADS_FOR_PHI = 4
 """The phi rule needs a spread across models: it is off with fewer heads than this."""
 
@@ -112,15 +114,13 @@ def _run(
     use_phi = opts.phi_tol > 0 and k >= MIN_HEADS_FOR_PHI
     f, g, phi = prob.value_and_grad(theta)
     gn = max_abs_rows(g)
-    s_hist = torch.zeros(m, k, p, dtype=f64, device=dev)
-    y_hist = torch.zeros(m, k, p, dtype=f64, device=dev)
+    mem = _Pairs(m, k, p, dev)
     rho = torch.zeros(m, k, dtype=f64, device=dev)  # 0 marks an unused slot for that head
     gamma = torch.ones(k, dtype=f64, device=dev)
     has_hist = torch.zeros(k, dtype=torch.bool, device=dev)
     stalls = torch.zeros(k, dtype=torch.int64, device=dev)
     calm = torch.zeros(k, dtype=torch.int64, device=dev)
     worst: list[float] = []
-    pos = 0
     n_iter = 0
     c1 = 1e-4
     for it in range(1, opts.max_iter - it0 + 1):
@@ -132,32 +132,33 @@ def _run(
             if worst[-1 - CRAWL_WINDOW] < CRAWL_FACTOR * worst[-1]:
                 return theta, n_iter, gn, done, True
         n_iter = it
-        direction = _direction(g, s_hist, y_hist, rho, gamma, has_hist, pos, pre)
+        direction = _direction(g, mem, rho, gamma, has_hist, pre)
         gd = _rowdot(g, direction)
         new_theta, new_f, new_g, new_phi, failed = _line_search(
             prob, theta, f, g, phi, direction, gd, active, c1
         )
-        # No strict decrease (line search failed, or accepted at the rounding floor).
-        no_progress = active & (failed | ~(new_f < f))
+        # No decrease beyond float64 rounding (line search failed, or accepted at the floor:
+        # decreases of an ulp or two can go on for ever once the gradient is at its noise level).
+        no_progress = active & (failed | ~(new_f < f - _FLOOR * f.abs()))
         if bool(no_progress.any()) and opts.mixed and prob.dtype != f64:
             # float32 rounding now limits a head: everything continues in float64 from here.
             prob.set_dtype(f64)
             new_f, new_g, new_phi = prob.value_and_grad(new_theta)
             failed = torch.zeros_like(failed)
             no_progress = torch.zeros_like(no_progress)
-        stalls = torch.where(no_progress, stalls + 1, torch.zeros_like(stalls))
+        # (a stalled head keeps its count: were it reset while the head sits out, heads at the
+        # rounding floor would take turns for ever)
+        stalls = torch.where(no_progress, stalls + 1, torch.where(active, 0, stalls))
         if bool(failed.any()):
             rho[:, failed] = 0.0
             gamma[failed] = 1.0
             has_hist = has_hist & ~failed
         moved = active & ~failed
-        s = torch.sub(new_theta, theta, out=s_hist[pos])  # stored in place as the newest pair
-        yv = torch.sub(new_g, g, out=y_hist[pos])
-        sy = _rowdot(s, yv)
+        s, yv, sy = mem.store(new_theta - theta, new_g - g)  # the newest pair
         yy = _rowdot(yv, yv)
         good = moved & (sy > 1e-12 * yy.sqrt() * s.norm(dim=1)) & (yy > 0)
         # Slots with rho = 0 are ignored by the two-loop recursion, so pairs are kept as they are.
-        rho[pos] = torch.where(good, 1.0 / sy.clamp(min=1e-300), torch.zeros_like(sy))
+        rho[mem.pos] = torch.where(good, 1.0 / sy.clamp(min=1e-300), torch.zeros_like(sy))
         if pre is not None:
             # Curvature of the data term relative to the bound, fitted to the newest pair:
             # with y_data = y - l2*s_V ~ gamma * B s, gamma = y_data^T B^+ y_data / s^T y_data.
@@ -171,7 +172,7 @@ def _run(
         else:
             gamma = torch.where(good, sy / yy.clamp(min=1e-300), gamma)
         has_hist = has_hist | good
-        pos = (pos + 1) % m
+        mem.advance()
         if use_phi:
             change = (new_phi - phi).abs().amax(dim=1)
             still = moved & (change <= opts.phi_tol * _phi_spread(new_phi))
@@ -186,30 +187,72 @@ def _run(
     return theta, n_iter, gn, done, False
 
 
+class _Pairs:
+    """The K heads' L-BFGS memory: pairs ``s_i, y_i`` in ``m`` slots (the newest at ``pos - 1``)
+    and their inner products ``sy[:, i, j] = s_i . y_j``, updated as pairs arrive.
+
+    With those, the two-loop recursion reads the memory in four batched passes instead of
+    ``4 m`` row-wise ones (the vector work is memory-bound: benchmarks/README.md).
+    """
+
+    def __init__(self, m: int, k: int, p: int, device: torch.device) -> None:
+        f64 = torch.float64
+        self.s = torch.zeros(k, m, p, dtype=f64, device=device)
+        self.y = torch.zeros(k, m, p, dtype=f64, device=device)
+        self.sy = torch.zeros(k, m, m, dtype=f64, device=device)
+        self.m, self.pos = m, 0
+
+    def store(self, s: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Write the newest pair into slot ``pos``; returns it and ``s . y`` per head."""
+        slot = self.pos
+        self.s[:, slot] = s
+        self.y[:, slot] = y
+        self.sy[:, slot, :] = self.dots(self.y, s)
+        self.sy[:, :, slot] = self.dots(self.s, y)
+        return s, y, self.sy[:, slot, slot]
+
+    @staticmethod
+    def dots(pairs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``pairs[:, i] . v`` per head, (K, m); as ``v^T pairs^T`` (3x faster than ``pairs v``
+        on CPU for these shapes)."""
+        return torch.bmm(v.unsqueeze(1), pairs.transpose(1, 2)).squeeze(1)
+
+    def advance(self) -> None:
+        self.pos = (self.pos + 1) % self.m
+
+    def newest_first(self) -> list[int]:
+        return [(self.pos - 1 - j) % self.m for j in range(self.m)]
+
+
 def _direction(
     g: torch.Tensor,
-    s_hist: torch.Tensor,
-    y_hist: torch.Tensor,
+    mem: _Pairs,
     rho: torch.Tensor,
     gamma: torch.Tensor,
     has_hist: torch.Tensor,
-    pos: int,
     pre: Preconditioner | None,
 ) -> torch.Tensor:
-    """L-BFGS search direction of every head (two-loop recursion, newest pair first)."""
-    m = s_hist.shape[0]
-    q = g.clone()
-    alphas = []
-    for j in range(m):
-        slot = (pos - 1 - j) % m
-        a = rho[slot] * _rowdot(s_hist[slot], q)
-        q.addcmul_(a[:, None], y_hist[slot], value=-1.0)
-        alphas.append((slot, a))
+    """L-BFGS search direction of every head (two-loop recursion, newest pair first).
+
+    The recursion's row dots are formed from ``s_i . g``, ``y_i . r0`` and the stored
+    ``s_i . y_j`` (unprocessed coefficients are zero), so that ``q = g - sum a_i y_i`` and
+    ``r = r0 + sum (a_i - b_i) s_i`` are each one batched pass over the memory.
+    """
+    k, m = g.shape[0], mem.m
+    order = mem.newest_first()
+    rho_t = rho.t()  # (K, m)
+    s_g = mem.dots(mem.s, g)  # (K, m): s_i . g
+    a = torch.zeros(k, m, dtype=g.dtype, device=g.device)
+    for slot in order:
+        a[:, slot] = rho_t[:, slot] * (s_g[:, slot] - (a * mem.sy[:, slot, :]).sum(dim=1))
+    q = torch.baddbmm(g.unsqueeze(1), a.unsqueeze(1), mem.y, alpha=-1.0).squeeze(1)
     q = pre.apply(q, gamma) if pre is not None else q.mul_(gamma[:, None])
-    for slot, a in reversed(alphas):
-        b = rho[slot] * _rowdot(y_hist[slot], q)
-        q.addcmul_((a - b)[:, None], s_hist[slot])
-    direction = -q
+    y_r = mem.dots(mem.y, q)  # (K, m): y_i . r0
+    coef = torch.zeros_like(a)
+    for slot in reversed(order):
+        b = rho_t[:, slot] * (y_r[:, slot] + (coef * mem.sy[:, :, slot]).sum(dim=1))
+        coef[:, slot] = a[:, slot] - b
+    direction = torch.baddbmm(q.unsqueeze(1), coef.unsqueeze(1), mem.s).squeeze(1).neg_()
     bad = ~(_rowdot(g, direction) < 0) | ~has_hist
     if bool(bad.any()):
         # Heads without (usable) curvature memory: preconditioned steepest descent with a unit
