@@ -66,9 +66,11 @@ class HeadConfig:
             ``tol`` stops a head). Its effect against the exact optimum: benchmarks/README.md.
         dtype: precision of the two big matrix multiplications and the per-example work between
             them. ``"mixed"`` (default) runs float32 until rounding stops a line search, then
-            float64; ``"float64"`` throughout reaches ``tol=1e-6`` tightly; ``"float32"``
-            throughout is faster per iteration, but its gradient is only accurate to about 1e-6
-            relative. The optimiser's state is float64.
+            float64 (outside the pool's span the gradient GEMM runs in bfloat16 on CPUs with
+            native bfloat16 arithmetic, ``objective.native_bf16``; the objective, phi and line
+            searches stay float32); ``"float64"`` throughout reaches ``tol=1e-6`` tightly;
+            ``"float32"`` throughout is faster per iteration, but its gradient is only accurate
+            to about 1e-6 relative. The optimiser's state is float64.
         precondition: L-BFGS only: use the scaled Böhning-bound preconditioner described in
             docs/design/training.md (default). ``False`` gives plain L-BFGS with ``H0 = gamma*I``;
             both reach the same optimum.
@@ -295,6 +297,8 @@ def train_heads(
         )
         phi_stopped = torch.zeros(mask.shape[0], dtype=torch.bool)
         if config.optimizer == "lbfgs":
+            if config.dtype == "mixed":  # bfloat16 gradient GEMMs where the CPU has them
+                prob.set_dtype(torch.float32, bf16_gradient=True)
             res = _lbfgs(prob, x, y, config, _lbfgs_options(config), progress)
             theta, n_iter, gn, phi_stopped = res.theta, res.n_iter, res.grad_norm, res.phi_stopped
         else:

@@ -20,6 +20,26 @@ in a line search) MKL's result depends on the thread count, and a sweep must giv
 numbers in a one-thread Ray worker as locally (docs/design/training.md)."""
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX): then the
+    gradient GEMM of a float32 evaluation runs in bfloat16, at twice the float32 rate
+    (measured: benchmarks/README.md). Elsewhere (older CPUs, GPUs) it stays float32."""
+    global _NATIVE_BF16
+    if device.type != "cpu":
+        return False
+    if _NATIVE_BF16 is None:
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                flags = set(f.read().split())
+        except OSError:
+            flags = set()
+        _NATIVE_BF16 = bool(flags & {"avx512_bf16", "amx_bf16"})
+    return _NATIVE_BF16
+
+
+_NATIVE_BF16: bool | None = None
+
+
 class HeadObjective:
     """All K objectives (see :mod:`miascale.training.heads` for the contract)."""
 
@@ -77,13 +97,19 @@ class HeadObjective:
         self.preconditioner = None
         self.set_dtype(dtype)
 
-    def set_dtype(self, dtype: torch.dtype) -> None:
+    def set_dtype(self, dtype: torch.dtype, bf16_gradient: bool = False) -> None:
         """Precision of the two big GEMMs and of the per-example work between them (the
-        objective and gradient are returned in float64 whatever it is; phi in this one)."""
+        objective and gradient are returned in float64 whatever it is; phi in this one).
+
+        ``bf16_gradient`` (float32 only, and only where :func:`native_bf16`): the gradient GEMM
+        ``R @ Xc`` takes bfloat16 inputs and output (8 significant bits; the logits, objective
+        and phi keep float32, so line searches see the float32 objective)."""
         self.dtype = dtype
         self.xc = self.xc64.to(dtype)
         self.xc_t = self.xc.t().contiguous()
         self.weight_work = self.weight.to(dtype)
+        fast = bf16_gradient and dtype == torch.float32 and native_bf16(self.device)
+        self.xc_bf16 = self.xc64.to(torch.bfloat16) if fast else None
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dc = self.d * self.c
@@ -158,8 +184,10 @@ class HeadObjective:
         return (self.xc @ ut.t().contiguous()).t().contiguous()
 
     def _times_pool_t(self, r: torch.Tensor) -> torch.Tensor:
-        """``r @ Xc``: (rows, N) -> (rows, D) (see ``ROWS_FIRST_MIN``)."""
+        """``r @ Xc``: (rows, N) -> (rows, D) (see ``ROWS_FIRST_MIN`` and ``set_dtype``)."""
         if r.shape[0] >= ROWS_FIRST_MIN:
+            if self.xc_bf16 is not None:
+                return r.to(torch.bfloat16) @ self.xc_bf16
             return r @ self.xc
         return (self.xc_t @ r.t().contiguous()).t()
 
