@@ -467,3 +467,23 @@ def test_heads_stop_at_the_rounding_floor_below_an_unreachable_tolerance(n, d, d
     heads = train_heads(x, y, mask, c, cfg)
     assert heads.n_iter < 200
     assert not heads.converged.any() and (heads.final_grad_norm < 1e-8).all()
+
+
+def test_heads_trained_in_the_span_are_applied_through_it_with_the_same_logits() -> None:
+    from dataclasses import replace
+
+    from miascale.training.apply import _span_is_cheaper
+    from miascale.training.heads import head_predictions
+
+    rng = np.random.default_rng(3)
+    k, n, d, c = 40, 30, 200, 3
+    y = np.repeat(np.arange(c), n // c)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 2, size=d) + rng.normal(size=(c, d))[y] + 3.0
+    heads = train_heads(x, y, rng.random((k, n)) < 0.5, c, HeadConfig())
+    assert heads.span is not None and heads.span[0].rank == n - 1
+    assert _span_is_cheaper(n - 1, d, k * c)
+    full = replace(heads, span=None)  # the (K, D, C) weights
+    test = rng.normal(size=(50, d)) * 2.0 + 3.0
+    z, z_full = head_logits(heads, test, batch_size=7), head_logits(full, test)
+    assert np.abs(z - z_full).max() < 1e-10 * np.abs(z_full).max()
+    assert np.array_equal(head_predictions(heads, test), z_full.argmax(-1))

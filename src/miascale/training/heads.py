@@ -2,9 +2,10 @@
 
 :func:`train_heads` trains the K heads of an audit, each on its own subset of one pool, with a
 few large matrix multiplications per iteration and no Python loop over models; settings are
-:class:`HeadConfig` (standardisation, L2, optimiser, stopping). :func:`head_logits` applies the
-result (standardisation folded into ``x @ W_k + b_k``); :func:`train_head_single` trains one head
-alone, the reference the batched result equals.
+:class:`HeadConfig` (standardisation, L2, optimiser, stopping). :func:`head_logits` and
+:func:`head_predictions` (:mod:`.apply`) apply the result (standardisation folded into
+``x @ W_k + b_k``); :func:`train_head_single` trains one head alone, the reference the batched
+result equals.
 
 Contract (objective, standardisation, stopping, optimisers): docs/design/training.md.
 """
@@ -20,6 +21,7 @@ import torch
 
 from miascale.errors import MiascaleError
 from miascale.training.adam import adam
+from miascale.training.apply import head_logits, head_predictions
 from miascale.training.lbfgs import PHI_GRAD_GUARD, LbfgsOptions, LbfgsResult, minimize
 from miascale.training.objective import STD_FLOOR, HeadObjective
 from miascale.training.span import PoolSpan, pool_span
@@ -143,6 +145,9 @@ class TrainedHeads:
         final_grad_norm: (K,) float64 max-abs gradient component at the returned parameters
             (standardised space).
         phi_stopped: (K,) bool, stopped by the phi rule (``HeadConfig.phi_tol``) above ``tol``.
+        span: heads trained in the pool's span (:mod:`.span`): that span and the heads on its
+            coordinates, ``((K, r, C), (K, C))``; :func:`head_logits` then computes the same
+            logits through the span when that is cheaper. None otherwise.
     """
 
     weights: np.ndarray
@@ -151,6 +156,7 @@ class TrainedHeads:
     converged: np.ndarray
     final_grad_norm: np.ndarray
     phi_stopped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    span: tuple[PoolSpan, tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def n_models(self) -> int:
@@ -335,7 +341,8 @@ def _train_in_span(
     opts = replace(_lbfgs_options(config), tol=span.reduced_tol(config.tol))
     config = replace(config, standardize="none")
     res = _lbfgs(prob, span.coords, y, config, opts, progress, curvature=False)
-    weights, bias = span.lift(*prob.to_original(res.theta))
+    reduced = prob.to_original(res.theta)
+    weights, bias = span.lift(*reduced)
     gn = span.grad_norm(prob.value_and_grad(res.theta)[1], n_classes)
     phi = res.phi_stopped.cpu().numpy().astype(bool)
     return TrainedHeads(
@@ -345,6 +352,7 @@ def _train_in_span(
         converged=(gn < config.tol) | phi,
         final_grad_norm=gn,
         phi_stopped=phi,
+        span=(span, reduced),
     )
 
 
@@ -392,50 +400,6 @@ def _lbfgs_options(config: HeadConfig) -> LbfgsOptions:
         precondition=config.precondition,
         mixed=config.dtype == "mixed",
     )
-
-
-def _logit_chunks(heads: object, features: np.ndarray, batch_size: int):
-    """(start, (rows, K, C) float64 logits) per chunk of ``batch_size`` rows, after validation."""
-    if not isinstance(heads, TrainedHeads):
-        raise MiascaleError(f"heads must be TrainedHeads, got {type(heads).__name__}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise MiascaleError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
-    x = _check_features(features)
-    k, d, c = heads.weights.shape
-    if x.shape[1] != d:
-        raise MiascaleError(f"features have {x.shape[1]} dims but the heads expect {d}.")
-    w = torch.as_tensor(np.ascontiguousarray(heads.weights.transpose(1, 0, 2)).reshape(d, k * c))
-    b = torch.as_tensor(heads.bias.reshape(1, k * c))
-    with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            xb = torch.as_tensor(x[start : start + batch_size])
-            yield start, torch.addmm(b, xb, w).view(-1, k, c)
-
-
-def head_logits(heads: TrainedHeads, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Logits of every head on every example: (K, M, C) float64, ``x @ W_k + b_k``.
-
-    Computed in float64 as one (rows, D) @ (D, K*C) matmul per chunk of ``batch_size`` rows.
-    """
-    out = None
-    for start, z in _logit_chunks(heads, features, batch_size):
-        if out is None:
-            out = torch.empty(heads.n_models, len(features), heads.n_classes, dtype=z.dtype)
-        out[:, start : start + z.shape[0]].copy_(z.permute(1, 0, 2))
-    return out.numpy()
-
-
-def head_predictions(
-    heads: TrainedHeads, features: np.ndarray, batch_size: int = 4096
-) -> np.ndarray:
-    """Predicted class of every head on every example: (K, M) int64, the argmax of
-    :func:`head_logits` (same float64 logits, without keeping them)."""
-    out = None
-    for start, z in _logit_chunks(heads, features, batch_size):
-        if out is None:
-            out = torch.empty(heads.n_models, len(features), dtype=torch.int64)
-        out[:, start : start + z.shape[0]] = z.argmax(dim=2).t()
-    return out.numpy()
 
 
 def train_head_single(
