@@ -10,6 +10,7 @@ gradient tolerance 1e-6: the trainer before the attack-facing stopping rule) and
 TPR@FPR with their bootstrap intervals and the difference in units of the interval's half-width.
 
     PYTHONPATH=src python benchmarks/bench_budget.py [--seeds 0,1,2,3,4,5] [--compare-shots 16,64,128]
+        [--backend ray]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _ints(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
 
 
-def run_budget(out: Path, seeds: list[int], models: int) -> float:
+def run_budget(out: Path, seeds: list[int], models: int, backend: str = "local") -> float:
     from miascale.api import run_sweep
 
     t0 = time.perf_counter()
@@ -39,6 +40,7 @@ def run_budget(out: Path, seeds: list[int], models: int) -> float:
         seeds=seeds,
         shadow_models=models,
         on_error="raise",
+        backend=backend,
     )
     return time.perf_counter() - t0
 
@@ -76,15 +78,20 @@ def main() -> None:
     ap.add_argument("--shadow-models", type=int, default=256)
     ap.add_argument("--compare-shots", default="16,64,128", help="'' to skip part 2")
     ap.add_argument("--out", help="run directory (default: a temporary one)")
+    ap.add_argument(
+        "--backend",
+        default="local",
+        help="'ray': a local Ray instance runs the cells, one per CPU (needs miascale[ray])",
+    )
     args = ap.parse_args()
     seeds = _ints(args.seeds)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or Path(tmp) / "budget")
-        wall = run_budget(out, seeds, args.shadow_models)
+        wall = run_budget(out, seeds, args.shadow_models, args.backend)
         n_cells = len(SHOTS) * len(seeds)
         print(
             f"research budget: C = 10, S = 1..256, M = {args.shadow_models}, seeds {args.seeds}: "
-            f"{n_cells} cells in {wall:.1f} s ({wall / 60:.2f} min)"
+            f"{n_cells} cells in {wall:.1f} s ({wall / 60:.2f} min), backend {args.backend}"
         )
         if args.compare_shots:
             compare_exact(out, _ints(args.compare_shots), args.shadow_models)
