@@ -74,7 +74,8 @@ class HeadConfig:
             ``"float32"`` throughout is faster per iteration, but its gradient is only accurate
             to about 1e-6 relative. The optimiser's state is float64.
         precondition: L-BFGS only: use the scaled Böhning-bound preconditioner described in
-            docs/design/training.md (default). ``False`` gives plain L-BFGS with ``H0 = gamma*I``;
+            docs/design/training.md (default; outside the pool's span its top block is the
+            start head's exact curvature). ``False`` gives plain L-BFGS with ``H0 = gamma*I``;
             both reach the same optimum.
         standardize: ``"pool"`` (default), ``"subset"`` or ``"none"``: whose statistics set the
             feature scale (docs/design/training.md, objective item 1).
