@@ -42,6 +42,14 @@ def exact_heads(pool) -> TrainedHeads:
     return train_heads(x, y, mask, C, EXACT)
 
 
+def _half_masks(rng: np.random.Generator, k: int, n: int) -> np.ndarray:
+    """(k, n) masks, each with exactly n // 2 random members."""
+    mask = np.zeros((k, n), dtype=bool)
+    for i in range(k):
+        mask[i, rng.permutation(n)[: n // 2]] = True
+    return mask
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -220,9 +228,7 @@ def test_preconditioner_helps_on_correlated_features() -> None:
     y = np.repeat(np.arange(c), -(-n // c))[:n]
     latent = rng.normal(size=(n, 3)) + rng.normal(size=(c, 3))[y]
     x = latent @ rng.normal(size=(3, d)) * 3.0 + 0.3 * rng.normal(size=(n, d))
-    mask = np.zeros((k, n), dtype=bool)
-    for i in range(k):
-        mask[i, rng.permutation(n)[: n // 2]] = True
+    mask = _half_masks(rng, k, n)
     cfg = HeadConfig(l2=1e-3, tol=1e-7, max_iter=3000, phi_tol=0.0, dtype="float64")
     pre = train_heads(x, y, mask, c, cfg)
     plain = train_heads(x, y, mask, c, HeadConfig(**{**cfg.__dict__, "precondition": False}))
@@ -312,9 +318,7 @@ def test_phi_rule_stops_heads_near_the_attack_statistics_of_the_optimum() -> Non
     k, n, d, c = 16, 400, 60, 5
     y = np.repeat(np.arange(c), n // c)
     x = rng.normal(size=(n, d)) + 0.7 * rng.normal(size=(c, d))[y]
-    mask = np.zeros((k, n), dtype=bool)
-    for i in range(k):
-        mask[i, rng.permutation(n)[: n // 2]] = True
+    mask = _half_masks(rng, k, n)
     exact = train_heads(x, y, mask, c, HeadConfig(tol=1e-10, phi_tol=0.0, dtype="float64"))
     fast = train_heads(x, y, mask, c, HeadConfig(tol=1e-10))
     assert fast.phi_stopped.all() and fast.converged.all()
@@ -342,9 +346,7 @@ def test_fewer_examples_than_dimensions_trains_exactly_in_the_pools_span(standar
     k, n, d, c = 5, 40, 100, 4
     y = np.repeat(np.arange(c), n // c)
     x = rng.normal(size=(n, d)) * rng.uniform(0.5, 2, size=d) + rng.normal(size=(c, d))[y]
-    mask = np.zeros((k, n), dtype=bool)
-    for i in range(k):
-        mask[i, rng.permutation(n)[: n // 2]] = True
+    mask = _half_masks(rng, k, n)
     assert pool_span(x, standardize).rank == n - 1
     assert pool_span(x, "subset") is None
     cfg = HeadConfig(l2=1e-2, tol=1e-9, max_iter=5000, phi_tol=0.0, standardize=standardize)
@@ -406,9 +408,7 @@ def test_phi_rule_applies_in_the_pools_span(monkeypatch) -> None:
     k, n, d, c = 16, 120, 400, 5
     y = np.repeat(np.arange(c), n // c)
     x = rng.normal(size=(n, d)) + 0.5 * rng.normal(size=(c, d))[y]
-    mask = np.zeros((k, n), dtype=bool)
-    for i in range(k):
-        mask[i, rng.permutation(n)[: n // 2]] = True
+    mask = _half_masks(rng, k, n)
     seen = []
     real = heads_mod.minimize
     monkeypatch.setattr(heads_mod, "minimize", lambda p, o, *a: seen.append(o) or real(p, o, *a))

@@ -35,22 +35,21 @@ def _logit_chunks(
     k, d, c = heads.weights.shape
     if x.shape[1] != d:
         raise MiascaleError(f"features have {x.shape[1]} dims but the heads expect {d}.")
-    project = None
+    weights, bias, project = heads.weights, heads.bias, None
     if heads.span is not None and _span_is_cheaper(heads.span[0].rank, d, k * c):
         span, (weights, bias) = heads.span
         # ((x - mu) / sd) @ basis as one GEMM plus a shift
-        scaled = torch.as_tensor(span.basis / span.sd[:, None])
-        shift = torch.as_tensor(-(span.mu / span.sd) @ span.basis)[None, :]
-        project = lambda xb: torch.addmm(shift, xb, scaled)  # noqa: E731
-    else:
-        weights, bias = heads.weights, heads.bias
+        project = (
+            torch.as_tensor(-(span.mu / span.sd) @ span.basis)[None, :],
+            torch.as_tensor(span.basis / span.sd[:, None]),
+        )
     w = torch.as_tensor(np.ascontiguousarray(weights.transpose(1, 0, 2)).reshape(-1, k * c))
     b = torch.as_tensor(bias.reshape(1, k * c))
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             xb = torch.as_tensor(x[start : start + batch_size])
             if project is not None:
-                xb = project(xb)
+                xb = torch.addmm(project[0], xb, project[1])
             yield start, torch.addmm(b, xb, w).view(-1, k, c)
 
 

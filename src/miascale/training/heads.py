@@ -299,13 +299,13 @@ def train_heads(
         span = pool_span(x, config.standardize) if config.optimizer == "lbfgs" else None
         if span is not None:
             return _train_in_span(span, y, mask, n_classes, config, dev, progress)
+        lbfgs = config.optimizer == "lbfgs"
         prob = HeadObjective(
-            x, y, mask, n_classes, config.l2, _DTYPES[config.dtype], dev, config.standardize
-        )
+            x, y, mask, n_classes, config.l2, _DTYPES[config.dtype], dev, config.standardize,
+            bf16_gradient=lbfgs and config.dtype == "mixed",  # where the CPU has it
+        )  # fmt: skip
         phi_stopped = torch.zeros(mask.shape[0], dtype=torch.bool)
-        if config.optimizer == "lbfgs":
-            if config.dtype == "mixed":  # bfloat16 gradient GEMMs where the CPU has them
-                prob.set_dtype(torch.float32, bf16_gradient=True)
+        if lbfgs:
             res = _lbfgs(prob, x, y, config, _lbfgs_options(config), progress)
             theta, n_iter, gn, phi_stopped = res.theta, res.n_iter, res.grad_norm, res.phi_stopped
         else:

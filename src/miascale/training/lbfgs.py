@@ -154,7 +154,8 @@ def _run(
             gamma[failed] = 1.0
             has_hist = has_hist & ~failed
         moved = active & ~failed
-        s, yv, sy = mem.store(new_theta - theta, new_g - g)  # the newest pair
+        s, yv = new_theta - theta, new_g - g
+        sy = mem.store(s, yv)  # the newest pair
         yy = _rowdot(yv, yv)
         good = moved & (sy > 1e-12 * yy.sqrt() * s.norm(dim=1)) & (yy > 0)
         # Slots with rho = 0 are ignored by the two-loop recursion, so pairs are kept as they are.
@@ -202,14 +203,14 @@ class _Pairs:
         self.sy = torch.zeros(k, m, m, dtype=f64, device=device)
         self.m, self.pos = m, 0
 
-    def store(self, s: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Write the newest pair into slot ``pos``; returns it and ``s . y`` per head."""
+    def store(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Write the newest pair into slot ``pos``; returns ``s . y`` per head."""
         slot = self.pos
         self.s[:, slot] = s
         self.y[:, slot] = y
         self.sy[:, slot, :] = self.dots(self.y, s)
         self.sy[:, :, slot] = self.dots(self.s, y)
-        return s, y, self.sy[:, slot, slot]
+        return self.sy[:, slot, slot]
 
     @staticmethod
     def dots(pairs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ Contract: docs/design/training.md ("The K objectives, evaluated together").
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -24,20 +26,17 @@ def native_bf16(device: torch.device) -> bool:
     """Whether the CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX): then the
     gradient GEMM of a float32 evaluation runs in bfloat16, at twice the float32 rate
     (measured: benchmarks/README.md). Elsewhere (older CPUs, GPUs) it stays float32."""
-    global _NATIVE_BF16
-    if device.type != "cpu":
+    return device.type == "cpu" and _cpu_has_bf16()
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = set(f.read().split())
+    except OSError:
         return False
-    if _NATIVE_BF16 is None:
-        try:
-            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-                flags = set(f.read().split())
-        except OSError:
-            flags = set()
-        _NATIVE_BF16 = bool(flags & {"avx512_bf16", "amx_bf16"})
-    return _NATIVE_BF16
-
-
-_NATIVE_BF16: bool | None = None
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 class HeadObjective:
@@ -53,6 +52,7 @@ class HeadObjective:
         dtype: torch.dtype,
         device: torch.device,
         standardize: str = "pool",
+        bf16_gradient: bool = False,
     ) -> None:
         n, d = x.shape
         k = mask.shape[0]
@@ -95,7 +95,7 @@ class HeadObjective:
         self.n_evals = 0  # evaluations, and head-evaluations (for benchmarks)
         self.n_head_evals = 0
         self.preconditioner = None
-        self.set_dtype(dtype)
+        self.set_dtype(dtype, bf16_gradient)
 
     def set_dtype(self, dtype: torch.dtype, bf16_gradient: bool = False) -> None:
         """Precision of the two big GEMMs and of the per-example work between them (the
