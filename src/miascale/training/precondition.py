@@ -10,6 +10,8 @@ Contract: docs/design/training.md ("Preconditioning"; measured: benchmarks/READM
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from miascale.training.objective import STD_FLOOR, HeadObjective
@@ -93,8 +95,7 @@ class Preconditioner:
         p_i^T``; the block's inverse is ``(H + l2 I)^{-1}``, the same for every head. A head
         on half the pool has the same expected Hessian (its examples weigh 1/n_k = 2/N).
         """
-        new = object.__new__(Preconditioner)
-        new.__dict__.update(self.__dict__)
+        new = copy.copy(self)  # shares the spectrum and the live mask
         new.n_apply = new.n_curv = 0
         new._keep(*CURVATURE_CUT)
         xs, c = self._spectrum[0], self.c
