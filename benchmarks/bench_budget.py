@@ -10,7 +10,10 @@ gradient tolerance 1e-6: the trainer before the attack-facing stopping rule) and
 TPR@FPR with their bootstrap intervals and the difference in units of the interval's half-width.
 
     PYTHONPATH=src python benchmarks/bench_budget.py [--seeds 0,1,2,3,4,5] [--compare-shots 16,64,128]
-        [--backend ray]
+        [--backend ray] [--workers N]
+
+The local backend runs one cell per core by default (forked one-thread workers); ``--workers 1``
+runs the cells one after the other in this process with all threads.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ def _ints(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
 
 
-def run_budget(out: Path, seeds: list[int], models: int, backend: str = "local") -> float:
+def run_budget(
+    out: Path, seeds: list[int], models: int, backend: str = "local", workers: int | None = None
+) -> float:
     from miascale.api import run_sweep
 
     t0 = time.perf_counter()
@@ -41,6 +46,7 @@ def run_budget(out: Path, seeds: list[int], models: int, backend: str = "local")
         shadow_models=models,
         on_error="raise",
         backend=backend,
+        workers=workers,
     )
     return time.perf_counter() - t0
 
@@ -83,15 +89,17 @@ def main() -> None:
         default="local",
         help="'ray': a local Ray instance runs the cells, one per CPU (needs miascale[ray])",
     )
+    ap.add_argument("--workers", type=int, help="local backend: cells at once (default: per core)")
     args = ap.parse_args()
     seeds = _ints(args.seeds)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or Path(tmp) / "budget")
-        wall = run_budget(out, seeds, args.shadow_models, args.backend)
+        wall = run_budget(out, seeds, args.shadow_models, args.backend, args.workers)
         n_cells = len(SHOTS) * len(seeds)
         print(
             f"research budget: C = 10, S = 1..256, M = {args.shadow_models}, seeds {args.seeds}: "
             f"{n_cells} cells in {wall:.1f} s ({wall / 60:.2f} min), backend {args.backend}"
+            + (f", --workers {args.workers}" if args.workers else "")
         )
         if args.compare_shots:
             compare_exact(out, _ints(args.compare_shots), args.shadow_models)

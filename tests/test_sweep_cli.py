@@ -175,7 +175,7 @@ def _flags(command) -> set[str]:
 def test_audit_and_sweep_share_their_option_names():
     audit, sweep = _flags("audit"), _flags("sweep")
     assert audit - sweep == {"--per-example", "--paper"}
-    assert sweep - audit == {"--config", "--backend", "--address", "--max-retries",
+    assert sweep - audit == {"--config", "--backend", "--workers", "--address", "--max-retries",
                              "--recompute-changed"}  # fmt: skip
     assert {"--dataset", "--backbone", "--seed", "--attack", "--epsilon", "--delta", "--clip",
             "--sampling-rate", "--steps", "--variance", "--gamma"} <= audit & sweep  # fmt: skip

@@ -224,6 +224,7 @@ def run_sweep(
     recompute_changed: bool = False,
     backend: str = "local",
     address: str | None = None,
+    workers: int | None = None,
     **spec_fields: Any,
 ) -> tuple[SweepSummary, Run]:
     """Run a sweep into ``out`` (resumable, as ``miascale sweep``); returns ``(summary, run)``.
@@ -233,7 +234,8 @@ def run_sweep(
     ``shots``, ``seeds``, ``variants`` — names or ``"lira,rmia"`` —, ``shadow_models``, ``fpr``,
     …). Failed cells are recorded (``on_error="record"``), listed in ``summary.failures`` and
     warned about; ``on_error="raise"`` stops at the first. Progress goes to stderr unless
-    ``quiet``.
+    ``quiet``. ``workers``: cells at once on the local backend, each in a forked one-thread
+    process (default: one per core on a CPU; 1: in this process).
     """
     from miascale.experiments.grid import SweepSpec
     from miascale.experiments.workflows import run_sweep_command
@@ -253,8 +255,8 @@ def run_sweep(
             spec_fields["variants"] = expand_attacks(spec_fields["variants"])
         spec = SweepSpec(**spec_fields)
     summary, store = run_sweep_command(
-        spec, Path(out), device, quiet, backend=backend, address=address, on_error=on_error,
-        recompute_changed=recompute_changed,
+        spec, Path(out), device, quiet, backend=backend, address=address, workers=workers,
+        on_error=on_error, recompute_changed=recompute_changed,
     )  # fmt: skip
     store.close()
     if summary.failures:

@@ -235,6 +235,7 @@ def run_study(
     device: str = "cpu",
     backend: str = "local",
     address: str | None = None,
+    workers: int | None = None,
     fit_only: bool = False,
     quiet: bool = False,
     compute=None,
@@ -256,7 +257,7 @@ def run_study(
         for d, spec in pairs:
             summary, store = run_sweep_command(
                 spec, out / d.run_name, device, quiet, backend=backend, address=address,
-                on_error="record", compute=compute,
+                workers=workers, on_error="record", compute=compute,
             )  # fmt: skip
             store.close()
             result.sweeps.append((d.label, summary.to_dict()))

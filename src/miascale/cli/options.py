@@ -108,6 +108,9 @@ OPTIONS: dict[str, Opt] = {
                      param="out_dir"),
     "backend": Opt(("--backend",), "local (this process) or ray (one Ray task per cell; "
                    "docs/cluster.md).", str, "local"),
+    "workers": Opt(("--workers",), "Cells at once on the local backend, each in a forked "
+                   "one-thread process (default: one per core on a CPU; 1: this process, all "
+                   "threads).", int | None),
     "address": Opt(("--address",), "Ray cluster address (default: start a local Ray on this "
                    "machine).", str | None),
     "max_retries": Opt(("--max-retries",), "Retries of a cell whose worker crashed or ran out "

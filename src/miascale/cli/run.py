@@ -30,11 +30,11 @@ SWEEP_GRID = (
     "dp_delta", "dp_clip", "dp_sampling_rate", "dp_steps", "finetune", "hpo", "shadow_models",
     "fpr", "resolution", "min_per_class", "membership", "l2", "standardize", *SETTING_NAMES,
 )  # fmt: skip
-SWEEP_ONLY = ("config", "device", "sweep_out", "backend", "address", "max_retries",
+SWEEP_ONLY = ("config", "device", "sweep_out", "backend", "workers", "address", "max_retries",
               "recompute_changed", "json")  # fmt: skip
 AUDIT = (*SWEEP_GRID, "paper", "per_example", "device", "out", "json")
 STUDY = ("study_config", "only", "seed", "shadow_models", "fpr", "attack", "device", "study_out",
-         "backend", "address", "fit_only", "json")  # fmt: skip
+         "backend", "workers", "address", "fit_only", "json")  # fmt: skip
 DEMO_SHOTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -222,7 +222,7 @@ def sweep(ctx: typer.Context, **o) -> None:
     spec = SweepSpec.from_toml(config) if config is not None else sweep_spec(o)
     summary, store = run_sweep_command(
         spec, out_dir, o["device"], backend=o["backend"], address=o["address"],
-        max_retries=o["max_retries"], on_error="record", recompute_changed=o["recompute_changed"],
+        workers=o["workers"], max_retries=o["max_retries"], on_error="record", recompute_changed=o["recompute_changed"],
     )  # fmt: skip
     n_rows = len(store.rows())
     store.close()
@@ -257,7 +257,7 @@ def study(ctx: typer.Context, **o) -> None:
     settings = StudySettings(csv(o["seed"], int, "--seed"), o["shadow_models"],
                              parse_fpr(o["fpr"]), expand_attacks(o["attack"]))  # fmt: skip
     res = run_study(o["out_dir"], chosen, settings, device=o["device"], backend=o["backend"],
-                    address=o["address"], fit_only=o["fit_only"])  # fmt: skip
+                    address=o["address"], workers=o["workers"], fit_only=o["fit_only"])  # fmt: skip
     if o["json_"]:
         render.emit_json(res.to_dict())
     else:

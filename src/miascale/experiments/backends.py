@@ -3,7 +3,8 @@
 A backend (:class:`Backend`, built by :func:`make_backend`) takes the cells still to do and
 yields one :class:`CellOutcome` per cell as they finish; the driver running
 :func:`miascale.experiments.runner.run_sweep` alone records them in the store.
-:class:`LocalBackend` runs the cells in this process, in order; :class:`RayBackend` runs each as
+:class:`LocalBackend` runs the cells on this machine (in this process, in order, or in forked
+one-thread worker processes, :mod:`miascale.experiments.processes`); :class:`RayBackend` runs each as
 a Ray task (features put in the object store once per group, artifact bytes returned to the
 driver, retries only for dead workers and lack of memory).
 
@@ -102,14 +103,18 @@ def _check_retries(max_retries: int) -> int:
 
 
 class LocalBackend:
-    """Runs ``run_cell(cell)`` in this process, cell after cell, in order.
+    """Runs ``run_cell(cell)`` on this machine: in this process, cell after cell, in order, or
+    ``workers`` cells at a time (most expensive first) in forked worker processes with one thread each
+    (:mod:`miascale.experiments.processes`; ``workers=None``: :func:`~miascale.experiments.
+    processes.auto_workers`, one per core on a CPU).
 
     ``max_retries`` extra attempts are made only for out-of-memory exceptions (see
-    :func:`retryable_exceptions`); any other exception fails the cell at once. A crash of this
-    process ends the sweep; rerunning it resumes (the store keeps every finished cell).
-    ``prepare(cell)``, if given, runs first and outside that error handling: what it raises (the
-    features cannot be loaded, say) stops the sweep, as it does on the Ray backend, where the
-    features are loaded by the driver.
+    :func:`retryable_exceptions`) and for worker processes that die without a result; any other
+    exception fails the cell at once. A crash of this process ends the sweep; rerunning it
+    resumes (the store keeps every finished cell). ``prepare(cell)``, if given, runs first (in
+    this process) and outside that error handling: what it raises (the features cannot be
+    loaded, say) stops the sweep, as it does on the Ray backend, where the features are loaded
+    by the driver.
     """
 
     name = "local"
@@ -120,37 +125,56 @@ class LocalBackend:
         *,
         max_retries: int = 0,
         prepare: Callable[[Cell], object] | None = None,
+        workers: int | None = 1,
+        device: str = "cpu",
     ):
+        from miascale.experiments.processes import check_workers
+
         self.run_cell = run_cell
         self.max_retries = _check_retries(max_retries)
         self.prepare = prepare
+        self.workers = check_workers(workers, device)
+        self.device = device
+        self.used_workers = 0  # cells run at once by the last run
+
+    def attempt(self, cell: Cell) -> CellOutcome:
+        """Run one cell, retrying out-of-memory exceptions; the outcome holds any other error."""
+        retry_on = retryable_exceptions()
+        start = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                rows, artifacts = self.run_cell(cell)
+            except Exception as e:
+                if isinstance(e, retry_on) and attempt <= self.max_retries:
+                    continue
+                return CellOutcome(
+                    cell, seconds=time.perf_counter() - start, error=error_message(e),
+                    exception=e, attempts=attempt,
+                )  # fmt: skip
+            return CellOutcome(cell, rows, artifacts, time.perf_counter() - start, attempts=attempt)
 
     def run(self, cells: Sequence[Cell], on_start: OnStart | None = None) -> Iterator[CellOutcome]:
-        retry_on = retryable_exceptions()
+        from miascale.experiments.processes import auto_workers, run_in_processes
+
+        workers = self.workers or auto_workers(self.device, len(cells))
+        self.used_workers = min(workers, len(cells))
+        if workers > 1:
+            from miascale.experiments.runner import expected_cost
+
+            # the most expensive cells first: the cheap ones fill in at the end
+            yield from run_in_processes(
+                self.attempt, sorted(cells, key=expected_cost, reverse=True), workers, max_retries=self.max_retries,
+                prepare=self.prepare, on_start=on_start,
+            )  # fmt: skip
+            return
         for i, cell in enumerate(cells, 1):
             if on_start is not None:
                 on_start(i, cell)
             if self.prepare is not None:
                 self.prepare(cell)
-            start = time.perf_counter()
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    rows, artifacts = self.run_cell(cell)
-                except Exception as e:
-                    if isinstance(e, retry_on) and attempt <= self.max_retries:
-                        continue
-                    outcome = CellOutcome(
-                        cell, seconds=time.perf_counter() - start, error=error_message(e),
-                        exception=e, attempts=attempt,
-                    )  # fmt: skip
-                else:
-                    outcome = CellOutcome(
-                        cell, rows, artifacts, time.perf_counter() - start, attempts=attempt
-                    )
-                break
-            yield outcome
+            yield self.attempt(cell)
 
 
 # ----------------------------------------------------------------------------- ray
@@ -375,8 +399,10 @@ def make_backend(
     address: str | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
     compute: ComputeCell | None = None,
+    workers: int | None = None,
 ) -> LocalBackend | RayBackend:
-    """The backend called ``name`` (``local`` or ``ray``) for a sweep into ``run_dir``."""
+    """The backend called ``name`` (``local`` or ``ray``) for a sweep into ``run_dir``;
+    ``workers``: cells at once on the local backend (None: one per core on a CPU)."""
     if name not in BACKENDS:
         raise MiascaleError(f"Unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}.")
     if name == "local":
@@ -388,5 +414,9 @@ def make_backend(
             make_run_cell(Path(run_dir), memo, device, compute=compute),
             max_retries=max_retries,
             prepare=lambda cell: memo.get(*feature_key(cell)),
+            workers=workers,
+            device=device,
         )
+    if workers is not None:
+        raise MiascaleError("--workers applies only to --backend local (Ray runs a cell per CPU).")
     return RayBackend(memo, device, address=address, max_retries=max_retries, compute=compute)

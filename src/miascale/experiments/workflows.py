@@ -50,11 +50,13 @@ def run_sweep_command(
     on_error: str = "raise",
     compute=None,
     recompute_changed: bool = False,
+    workers: int | None = None,
 ):
     """Expand a SweepSpec and run it into ``out_dir`` (resumable); returns (summary, store).
 
     ``backend`` is ``local`` or ``ray`` (``address``: a running Ray cluster's; ``max_retries``:
-    bounded retries of crashed / out-of-memory cells, default 2 on Ray, 0 locally); ``compute``
+    bounded retries of crashed / out-of-memory cells, default 2 on Ray, 0 locally; ``workers``:
+    cells at once on the local backend, default one per core on a CPU); ``compute``
     replaces :func:`~miascale.experiments.cells.compute_cell` (tests).
 
     The run directory is locked for the whole run (released when the returned store is closed).
@@ -77,7 +79,7 @@ def run_sweep_command(
     # no Ray installed, bad flags: fail before any work
     runner = make_backend(
         backend, Path(out_dir), memo, device, address=address, max_retries=max_retries,
-        compute=compute,
+        compute=compute, workers=workers,
     )  # fmt: skip
     if hasattr(runner, "connect"):
         runner.connect()  # a Ray cluster that cannot be reached: fail before any work

@@ -1,0 +1,193 @@
+"""The local backend's worker processes: several cells at once on one machine, one thread each.
+
+A cell's training is a few large GEMMs between stretches of single-threaded work (the attack,
+its bootstrap, ε, tails, writing the artifacts). One cell per core, each with one thread, keeps
+every core on arithmetic (what Ray's one-CPU tasks do); measured in ``benchmarks/README.md``.
+
+Each cell runs in a child **forked** from the driver right before it starts, so the child
+shares the driver's loaded features without copying or pickling them; it writes its artifacts
+into the run directory (atomically, as in-process) and sends back its rows. The driver alone
+writes the store. Forked children must stay at one thread: GNU OpenMP (torch's CPU thread pool)
+hangs in a forked child that asks for more threads once the parent has used its pool. Linux and
+CPU only (CUDA cannot be used in a forked child).
+
+Contract (failures, retries, what a crash loses): docs/design/backends.md.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from multiprocessing.connection import wait
+
+from miascale.errors import MiascaleError
+from miascale.experiments.grid import Cell
+
+#: memory set aside per worker by :func:`auto_workers`: an S = 256, K = 257 cell peaks near 2 GB
+WORKER_MEMORY = 3 << 30
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes, or None where there is none."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def can_fork(device: str) -> bool:
+    """Worker processes are forked: Linux, and a CPU device only."""
+    return sys.platform.startswith("linux") and str(device) == "cpu"
+
+
+def auto_workers(device: str, n_cells: int) -> int:
+    """How many cells to run at once when ``--workers`` is not given: one per usable core, no
+    more than there are cells or than the available memory holds at :data:`WORKER_MEMORY` each;
+    1 (this process, all threads) off Linux, on a GPU, on one core or for a single cell."""
+    if not can_fork(device):
+        return 1
+    n = min(usable_cores(), n_cells)
+    memory = available_memory()
+    if memory is not None:
+        n = min(n, memory // WORKER_MEMORY)
+    return max(1, n)
+
+
+def check_workers(workers: int | None, device: str) -> int | None:
+    """``--workers``: None (automatic) or an integer ≥ 1; more than 1 needs a forkable device."""
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise MiascaleError(f"--workers must be an integer ≥ 1, got {workers!r}.")
+    if workers > 1 and not can_fork(device):
+        raise MiascaleError(
+            f"--workers {workers} runs cells in forked processes, which needs Linux and "
+            f"--device cpu (here: {sys.platform}, {device}). Use --workers 1, or --backend ray "
+            "for several GPUs (docs/cluster.md)."
+        )
+    return workers
+
+
+def _one_thread() -> None:
+    """In a forked child: torch and the BLAS libraries at one thread; Ctrl-C is the driver's."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
+        pass
+
+
+def _child(conn, attempt_cell: Callable, cell: Cell) -> None:
+    """Body of a forked worker: run the cell, send its outcome (the exception only if it
+    pickles)."""
+    _one_thread()
+    outcome = attempt_cell(cell)
+    if outcome.exception is not None:
+        try:
+            pickle.dumps(outcome.exception)
+        except Exception:
+            outcome = replace(outcome, exception=None)
+    conn.send(outcome)
+    conn.close()
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else ""
+        hint = " (the out-of-memory killer?)" if exitcode == -signal.SIGKILL else ""
+        return f"the worker process was killed by signal {-exitcode} {name}{hint}".rstrip()
+    return f"the worker process died without a result (exit code {exitcode})"
+
+
+def run_in_processes(
+    attempt_cell: Callable,
+    cells: Sequence[Cell],
+    workers: int,
+    *,
+    max_retries: int = 0,
+    prepare: Callable[[Cell], object] | None = None,
+    on_start: Callable[[int, Cell], None] | None = None,
+) -> Iterator:
+    """Yield one outcome per cell as the cells finish, ``workers`` of them at a time.
+
+    ``attempt_cell(cell)`` runs in the child and returns a ``CellOutcome`` (its own retries of
+    out-of-memory exceptions included); ``prepare(cell)`` runs in the driver first, so the child
+    inherits what it loads. A child that dies without a result is forked again up to
+    ``max_retries`` times, then its cell fails. Children still running when the caller stops
+    (an exception, ``close()``) are killed.
+    """
+    from miascale.experiments.backends import CellOutcome
+
+    ctx = mp.get_context("fork")
+    queue = list(cells)[::-1]  # pop() takes the next cell
+    in_flight: dict = {}  # receiving end → (process, cell, start time, attempt)
+    started = 0
+
+    def fork(cell: Cell, attempt: int) -> None:
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(send, attempt_cell, cell), daemon=True)
+        with warnings.catch_warnings():  # Python ≥ 3.12 warns about forking with threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            proc.start()
+        send.close()
+        in_flight[receive] = (proc, cell, time.perf_counter(), attempt)
+
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < workers:
+                cell = queue.pop()
+                started += 1
+                if on_start is not None:
+                    on_start(started, cell)
+                if prepare is not None:
+                    prepare(cell)
+                fork(cell, 1)
+            for receive in wait(list(in_flight)):
+                proc, cell, start, attempt = in_flight.pop(receive)
+                try:
+                    outcome = receive.recv()
+                except (EOFError, OSError):
+                    outcome = None
+                receive.close()
+                proc.join()
+                if outcome is None:
+                    if attempt <= max_retries:
+                        fork(cell, attempt + 1)
+                        continue
+                    message = _death(proc.exitcode)
+                    if max_retries:
+                        message += f" (after {attempt} attempts)"
+                    outcome = CellOutcome(
+                        cell, seconds=time.perf_counter() - start, error=message,
+                        exception=MiascaleError(f"cell {cell.label}: {message}"), attempts=attempt,
+                    )  # fmt: skip
+                yield outcome
+    finally:
+        for receive, (proc, *_) in in_flight.items():
+            proc.kill()
+            proc.join()
+            receive.close()
