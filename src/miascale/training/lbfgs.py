@@ -31,6 +31,9 @@ _FLOOR = 4 * torch.finfo(torch.float64).eps
 """A step must lower a head's objective by more than this relative amount to count as progress."""
 MIN_HEADS_FOR_PHI = 4
 """The phi rule needs a spread across models: it is off with fewer heads than this."""
+COMPACT_BELOW = 0.75
+"""The working set drops the heads stopped for good once those still running are fewer than this
+fraction of it, so that the vector work follows the running heads rather than K."""
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -114,6 +117,17 @@ def _run(
     use_phi = opts.phi_tol > 0 and k >= MIN_HEADS_FOR_PHI
     f, g, phi = prob.value_and_grad(theta)
     gn = max_abs_rows(g)
+    # The working set: the heads ``rows`` (None: all K, in order); every head's theta, gn, done
+    # and phi are in the full_* tensors, with the working set's rows written back as it shrinks.
+    rows: torch.Tensor | None = None
+    full_theta = full_gn = full_done = full_phi = None
+
+    def results() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if rows is None:
+            return theta, gn, done
+        full_theta[rows], full_gn[rows], full_done[rows], full_phi[rows] = theta, gn, done, phi
+        return full_theta, full_gn, full_done
+
     mem = _Pairs(m, k, p, dev)
     rho = torch.zeros(m, k, dtype=f64, device=dev)  # 0 marks an unused slot for that head
     gamma = torch.ones(k, dtype=f64, device=dev)
@@ -130,12 +144,31 @@ def _run(
         worst.append(float(gn[active].max()))
         if pre is not None and len(worst) > CRAWL_WINDOW:
             if worst[-1 - CRAWL_WINDOW] < CRAWL_FACTOR * worst[-1]:
+                theta, gn, done = results()
                 return theta, n_iter, gn, done, True
+        # heads stopped for good (the phi rule, or stalled): out of the working set. Heads below
+        # tol stay: float64 gradients (``mixed``) can bring them back.
+        running = ~done & (stalls < 3)
+        if int(running.sum()) < COMPACT_BELOW * running.numel():
+            keep = running.nonzero().squeeze(1)
+            if rows is None:
+                full_theta, full_gn, full_done, full_phi = (
+                    t.clone() for t in (theta, gn, done, phi)
+                )
+                rows = keep
+            else:
+                results()
+                rows = rows[keep]
+            theta, f, g, phi, gn, gamma, has_hist, stalls, calm, done, active = (
+                t[keep] for t in (theta, f, g, phi, gn, gamma, has_hist, stalls, calm, done, active)
+            )
+            rho = rho[:, keep]
+            mem.select(keep)
         n_iter = it
-        direction = _direction(g, mem, rho, gamma, has_hist, pre)
+        direction = _direction(g, mem, rho, gamma, has_hist, pre, rows)
         gd = _rowdot(g, direction)
         new_theta, new_f, new_g, new_phi, failed = _line_search(
-            prob, theta, f, g, phi, direction, gd, active, c1
+            prob, theta, f, g, phi, direction, gd, active, c1, rows
         )
         # No decrease beyond float64 rounding (line search failed, or accepted at the floor:
         # decreases of an ulp or two can go on for ever once the gradient is at its noise level).
@@ -143,7 +176,9 @@ def _run(
         if bool(no_progress.any()) and opts.mixed and prob.dtype != f64:
             # float32 rounding now limits a head: everything continues in float64 from here.
             prob.set_dtype(f64)
-            new_f, new_g, new_phi = prob.value_and_grad(new_theta)
+            new_f, new_g, new_phi = prob.value_and_grad(new_theta, rows)
+            if full_phi is not None:
+                full_phi = full_phi.to(f64)
             failed = torch.zeros_like(failed)
             no_progress = torch.zeros_like(no_progress)
         # (a stalled head keeps its count: were it reset while the head sits out, heads at the
@@ -155,7 +190,7 @@ def _run(
             has_hist = has_hist & ~failed
         moved = active & ~failed
         s, yv = new_theta - theta, new_g - g
-        sy = mem.store(s, yv)  # the newest pair
+        sy = mem.store(s, yv, new_g)  # the newest pair
         yy = _rowdot(yv, yv)
         good = moved & (sy > 1e-12 * yy.sqrt() * s.norm(dim=1)) & (yy > 0)
         # Slots with rho = 0 are ignored by the two-loop recursion, so pairs are kept as they are.
@@ -167,7 +202,7 @@ def _run(
             y_data = yv.clone()
             y_data[:, :dc].add_(s[:, :dc], alpha=-prob.l2)
             data_sy = _rowdot(s, y_data)
-            ratio = pre.inverse_bound_curvature(y_data) / data_sy.clamp(min=1e-300)
+            ratio = pre.inverse_bound_curvature(y_data, rows) / data_sy.clamp(min=1e-300)
             upd = good & (data_sy > 0) & torch.isfinite(ratio) & (ratio > 0)
             gamma = torch.where(upd, ratio.clamp(min=1e-8, max=2.0), gamma)
         else:
@@ -176,7 +211,10 @@ def _run(
         mem.advance()
         if use_phi:
             change = (new_phi - phi).abs().amax(dim=1)
-            still = moved & (change <= opts.phi_tol * _phi_spread(new_phi))
+            if rows is not None:
+                full_phi[rows] = new_phi  # the spread is across all K heads
+            spread = _phi_spread(new_phi if rows is None else full_phi)
+            still = moved & (change <= opts.phi_tol * spread)
             still &= max_abs_rows(new_g) < opts.phi_guard
             calm = torch.where(still, calm + 1, torch.where(active, 0, calm))
             done = done | (calm >= PHI_PATIENCE)
@@ -185,6 +223,7 @@ def _run(
         if progress is not None:
             left = (gn >= opts.tol) & ~done
             progress(it0 + it, float(gn[left].max()) if bool(left.any()) else 0.0)
+    theta, gn, done = results()
     return theta, n_iter, gn, done, False
 
 
@@ -192,8 +231,11 @@ class _Pairs:
     """The K heads' L-BFGS memory: pairs ``s_i, y_i`` in ``m`` slots (the newest at ``pos - 1``)
     and their inner products ``sy[:, i, j] = s_i . y_j``, updated as pairs arrive.
 
-    With those, the two-loop recursion reads the memory in four batched passes instead of
-    ``4 m`` row-wise ones (the vector work is memory-bound: benchmarks/README.md).
+    The recursion reads only ``s_i . y_j`` with pair i older than pair j (and ``i = j``). With
+    those it reads the memory in three batched passes instead of ``4 m`` row-wise ones, and a
+    new pair's inner products cost one more (the vector work is memory-bound:
+    benchmarks/README.md): ``s_g[:, i] = s_i . g`` at the current gradient is kept, so that
+    ``s_i . y = s_i . g_new - s_i . g`` for the new ``y = g_new - g``.
     """
 
     def __init__(self, m: int, k: int, p: int, device: torch.device) -> None:
@@ -201,22 +243,33 @@ class _Pairs:
         self.s = torch.zeros(k, m, p, dtype=f64, device=device)
         self.y = torch.zeros(k, m, p, dtype=f64, device=device)
         self.sy = torch.zeros(k, m, m, dtype=f64, device=device)
+        self.s_g = torch.zeros(k, m, dtype=f64, device=device)  # s_i . g (empty memory: 0)
         self.m, self.pos = m, 0
 
-    def store(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Write the newest pair into slot ``pos``; returns ``s . y`` per head."""
+    def store(self, s: torch.Tensor, y: torch.Tensor, g_new: torch.Tensor) -> torch.Tensor:
+        """Write the newest pair ``s``, ``y = g_new - g`` into slot ``pos``; returns ``s . y``
+        per head. (Row ``pos`` of ``sy``, ``s . y_j`` for the older pairs, is never read.)"""
         slot = self.pos
+        s_g_new = self.dots(self.s, g_new)  # before the slot is overwritten
+        s_y = s_g_new - self.s_g  # s_i . y
         self.s[:, slot] = s
         self.y[:, slot] = y
-        self.sy[:, slot, :] = self.dots(self.y, s)
-        self.sy[:, :, slot] = self.dots(self.s, y)
-        return self.sy[:, slot, slot]
+        s_y[:, slot] = _rowdot(s, y)
+        s_g_new[:, slot] = _rowdot(s, g_new)
+        self.sy[:, :, slot] = s_y
+        self.s_g = s_g_new
+        return s_y[:, slot]
 
     @staticmethod
     def dots(pairs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``pairs[:, i] . v`` per head, (K, m); as ``v^T pairs^T`` (3x faster than ``pairs v``
         on CPU for these shapes)."""
         return torch.bmm(v.unsqueeze(1), pairs.transpose(1, 2)).squeeze(1)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the heads ``keep`` (indices into the current heads)."""
+        self.s, self.y, self.sy = self.s[keep], self.y[keep], self.sy[keep]
+        self.s_g = self.s_g[keep]
 
     def advance(self) -> None:
         self.pos = (self.pos + 1) % self.m
@@ -232,8 +285,10 @@ def _direction(
     gamma: torch.Tensor,
     has_hist: torch.Tensor,
     pre: Preconditioner | None,
+    heads: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L-BFGS search direction of every head (two-loop recursion, newest pair first).
+    """L-BFGS search direction of every head (two-loop recursion, newest pair first); ``heads``:
+    which of the problem's heads the rows are (None: all, in order).
 
     The recursion's row dots are formed from ``s_i . g``, ``y_i . r0`` and the stored
     ``s_i . y_j`` (unprocessed coefficients are zero), so that ``q = g - sum a_i y_i`` and
@@ -242,12 +297,12 @@ def _direction(
     k, m = g.shape[0], mem.m
     order = mem.newest_first()
     rho_t = rho.t()  # (K, m)
-    s_g = mem.dots(mem.s, g)  # (K, m): s_i . g
+    s_g = mem.s_g  # (K, m): s_i . g
     a = torch.zeros(k, m, dtype=g.dtype, device=g.device)
     for slot in order:
         a[:, slot] = rho_t[:, slot] * (s_g[:, slot] - (a * mem.sy[:, slot, :]).sum(dim=1))
     q = torch.baddbmm(g.unsqueeze(1), a.unsqueeze(1), mem.y, alpha=-1.0).squeeze(1)
-    q = pre.apply(q, gamma) if pre is not None else q.mul_(gamma[:, None])
+    q = pre.apply(q, gamma, heads) if pre is not None else q.mul_(gamma[:, None])
     y_r = mem.dots(mem.y, q)  # (K, m): y_i . r0
     coef = torch.zeros_like(a)
     for slot in reversed(order):
@@ -265,7 +320,7 @@ def _direction(
             gamma[reset] = 1.0
         if pre is not None:
             # Heads without history already got -P^{-1} g from the recursion above.
-            sd_dir = -pre.apply(g, gamma) if bool(reset.any()) else direction
+            sd_dir = -pre.apply(g, gamma, heads) if bool(reset.any()) else direction
         else:
             gnorm2 = g.norm(dim=1).clamp(min=1e-300)
             sd_dir = -g / torch.where(has_hist, torch.ones_like(gnorm2), gnorm2)[:, None]
@@ -283,8 +338,10 @@ def _line_search(
     gd: torch.Tensor,
     active: torch.Tensor,
     c1: float,
+    heads: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-head backtracking Armijo search; each trial evaluates only the pending heads."""
+    """Per-head backtracking Armijo search; each trial evaluates only the pending heads
+    (``heads``: which of the problem's heads the rows are, None: all, in order)."""
     k = theta.shape[0]
     step = torch.where(active, torch.ones_like(f), torch.zeros_like(f))
     pending = active.clone()
@@ -296,7 +353,9 @@ def _line_search(
             trial = torch.addcmul(theta, step[:, None], direction)
         else:
             trial = torch.addcmul(theta[idx], step[idx, None], direction[idx])
-        ft, gt, pt = prob.value_and_grad(trial, None if every else idx)
+        ft, gt, pt = prob.value_and_grad(
+            trial, (None if every else idx) if heads is None else (heads if every else heads[idx])
+        )
         ok = torch.isfinite(ft) & (ft <= f[idx] + c1 * step[idx] * gd[idx])
         if every and bool(ok.all()):  # the common first trial: every unit step accepted
             return trial, ft, gt, pt, torch.zeros_like(pending)

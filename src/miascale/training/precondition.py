@@ -113,14 +113,24 @@ class Preconditioner:
         new.block = (v / (lam_h.clamp(min=0.0) + new.l2)) @ v.t()
         return new
 
-    def apply(self, g: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """``P_k^{-1} g`` for every head, g (K, P) -> (K, P), gamma (K,)."""
+    def _live(self, heads: torch.Tensor | None) -> torch.Tensor:
+        """The live mask of the heads ``heads`` (None: all), (D, k, 1); a mask built for one
+        head (the start head's, :meth:`at`) serves every head."""
+        one = heads is None or self.live.shape[1] == 1
+        return (self.live if one else self.live[:, heads])[:, :, None]
+
+    def apply(
+        self, g: torch.Tensor, gamma: torch.Tensor, heads: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``P_k^{-1} g`` for every head, g (k, P) -> (k, P), gamma (k,); the rows are the
+        heads ``heads`` (None: all, in order)."""
         k, d, c = g.shape[0], self.d, self.c
+        live = self._live(heads)
         self.n_apply += k
         out = torch.empty_like(g)
         u = g[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()  # (D, K, C)
         gmean = u.mean(dim=2, keepdim=True)
-        u.sub_(gmean).mul_(self.live[:, :, None])
+        u.sub_(gmean).mul_(live)
         tail = 1.0 / (0.5 * self.lam_tail * gamma + self.l2)  # (K,)
         h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)
         gc = g[:, d * c :]
@@ -135,16 +145,18 @@ class Preconditioner:
             h = sol[:-1] - h * tail[None, :, None]
             out[:, d * c :] = sol[-1]
         pv = torch.addmm(u.mul_(tail[None, :, None]).view(d, k * c), self.q, h.reshape(-1, k * c))
-        pv = pv.view(d, k, c).add_(gmean, alpha=1.0 / self.l2).mul_(self.live[:, :, None])
+        pv = pv.view(d, k, c).add_(gmean, alpha=1.0 / self.l2).mul_(live)
         out[:, : d * c].view(k, d, c).copy_(pv.permute(1, 0, 2))
         return out
 
-    def inverse_bound_curvature(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse_bound_curvature(
+        self, y: torch.Tensor, heads: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``y^T B_k^+ y`` per head (B_k: head k's bound as approximated in :meth:`apply`)."""
         k, d, c = y.shape[0], self.d, self.c
         self.n_curv += k
         u = y[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()
-        u.sub_(u.mean(dim=2, keepdim=True)).mul_(self.live[:, :, None])
+        u.sub_(u.mean(dim=2, keepdim=True)).mul_(self._live(heads))
         inv_tail = 1.0 / self.lam_tail if self.lam_tail > 0 else 0.0  # pseudo-inverse
         tot = 2.0 * inv_tail * (u * u).sum(dim=(0, 2))
         h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)

@@ -1,0 +1,94 @@
+"""Batched L-BFGS bookkeeping (`miascale.training.lbfgs`): the directions built from kept inner
+products equal a naive two-loop recursion, and shrinking the working set to the heads still
+running changes no head."""
+
+import numpy as np
+import pytest
+import torch
+
+import miascale.training.lbfgs as lbfgs
+from miascale.training.heads import HeadConfig, train_heads
+
+
+def _problem(k=24, n=160, d=40, c=4, seed=5):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(c), n // c)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 2, size=d) + rng.normal(size=(c, d))[y]
+    return x, y, rng.random((k, n)) < 0.5, c
+
+
+def _naive_direction(g, s, yv, rho, initial):
+    """The textbook two-loop recursion for one head, newest pair first: s, yv (m, P) ordered
+    oldest to newest, rho (m,), ``initial(q)`` the initial inverse Hessian times q."""
+    q = g.clone()
+    alphas = []
+    for i in reversed(range(len(rho))):
+        a = rho[i] * (s[i] @ q)
+        alphas.append(a)
+        q -= a * yv[i]
+    r = initial(q)
+    for i, a in zip(range(len(rho)), reversed(alphas), strict=True):
+        b = rho[i] * (yv[i] @ r)
+        r += (a - b) * s[i]
+    return -r
+
+
+@pytest.mark.parametrize("precondition", [True, False])
+def test_directions_equal_a_naive_two_loop_recursion(monkeypatch, precondition):
+    checked = []
+    real = lbfgs._direction
+
+    def checking(g, mem, rho, gamma, has_hist, pre, heads=None):
+        rho0, gamma0 = rho.clone(), gamma.clone()
+        d = real(g, mem, rho, gamma, has_hist, pre, heads)
+        order = mem.newest_first()[::-1]  # oldest first
+        usable = has_hist & (lbfgs._rowdot(g, d) < 0)
+        for row in usable.nonzero().squeeze(1).tolist()[:6]:
+            live = [i for i in order if rho0[i, row] != 0]
+            if pre is not None:
+                who = None if heads is None else heads[row : row + 1]
+                if who is None and g.shape[0] > 1:
+                    who = torch.tensor([row])
+
+                def initial(q, row=row, who=who):
+                    return pre.apply(q[None], gamma0[row : row + 1], who)[0]
+            else:
+
+                def initial(q, row=row):
+                    return gamma0[row] * q
+
+            want = _naive_direction(
+                g[row], mem.s[row, live], mem.y[row, live], rho0[live, row], initial
+            )
+            assert torch.allclose(d[row], want, rtol=1e-9, atol=1e-12 * want.abs().max())
+            checked.append(len(live))
+        return d
+
+    monkeypatch.setattr(lbfgs, "_direction", checking)
+    x, y, mask, c = _problem()
+    train_heads(x, y, mask, c, HeadConfig(precondition=precondition, dtype="float64"))
+    assert len(checked) > 50 and max(checked) == HeadConfig().history  # a full memory too
+
+
+def test_the_working_set_shrinks_without_changing_any_head(monkeypatch):
+    x, y, mask, c = _problem(k=40)
+    config = HeadConfig()
+    shrinks = []
+    real_select = lbfgs._Pairs.select
+
+    def counting(self, keep):
+        shrinks.append(int(keep.numel()))
+        real_select(self, keep)
+
+    monkeypatch.setattr(lbfgs._Pairs, "select", counting)
+    shrunk = train_heads(x, y, mask, c, config)
+    assert len(shrinks) >= 2 and shrinks == sorted(shrinks, reverse=True)
+    monkeypatch.setattr(lbfgs, "COMPACT_BELOW", 0.0)  # never shrink
+    whole = train_heads(x, y, mask, c, config)
+    assert shrinks[-1] < 40 and len(shrinks) == len(set(shrinks))
+    np.testing.assert_allclose(shrunk.weights, whole.weights, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(shrunk.bias, whole.bias, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(shrunk.converged, whole.converged)
+    np.testing.assert_array_equal(shrunk.phi_stopped, whole.phi_stopped)
+    np.testing.assert_allclose(shrunk.final_grad_norm, whole.final_grad_norm, rtol=1e-6)
+    assert shrunk.n_iter == whole.n_iter
