@@ -240,20 +240,29 @@ class _Pairs:
 
     def __init__(self, m: int, k: int, p: int, device: torch.device) -> None:
         f64 = torch.float64
-        self.s = torch.zeros(k, m, p, dtype=f64, device=device)
-        self.y = torch.zeros(k, m, p, dtype=f64, device=device)
+        # slots fill in order: only the first ``n`` are ever read (no zero-filling, and passes
+        # over a part-filled memory read only what it holds)
+        self.s = torch.empty(k, m, p, dtype=f64, device=device)
+        self.y = torch.empty(k, m, p, dtype=f64, device=device)
         self.sy = torch.zeros(k, m, m, dtype=f64, device=device)
-        self.s_g = torch.zeros(k, m, dtype=f64, device=device)  # s_i . g (empty memory: 0)
-        self.m, self.pos = m, 0
+        self.s_g = torch.zeros(k, m, dtype=f64, device=device)  # s_i . g (empty slots: 0)
+        self.m, self.pos, self.n = m, 0, 0
+
+    def filled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The filled slots' ``s`` and ``y``, (K, n, P) views."""
+        return self.s[:, : self.n], self.y[:, : self.n]
 
     def store(self, s: torch.Tensor, y: torch.Tensor, g_new: torch.Tensor) -> torch.Tensor:
         """Write the newest pair ``s``, ``y = g_new - g`` into slot ``pos``; returns ``s . y``
         per head. (Row ``pos`` of ``sy``, ``s . y_j`` for the older pairs, is never read.)"""
         slot = self.pos
-        s_g_new = self.dots(self.s, g_new)  # before the slot is overwritten
+        s_g_new = torch.zeros_like(self.s_g)
+        if self.n:
+            s_g_new[:, : self.n] = self.dots(self.filled()[0], g_new)  # before slot is overwritten
         s_y = s_g_new - self.s_g  # s_i . y
         self.s[:, slot] = s
         self.y[:, slot] = y
+        self.n = max(self.n, slot + 1)
         s_y[:, slot] = _rowdot(s, y)
         s_g_new[:, slot] = _rowdot(s, g_new)
         self.sy[:, :, slot] = s_y
@@ -275,7 +284,8 @@ class _Pairs:
         self.pos = (self.pos + 1) % self.m
 
     def newest_first(self) -> list[int]:
-        return [(self.pos - 1 - j) % self.m for j in range(self.m)]
+        """The filled slots, newest first."""
+        return [(self.pos - 1 - j) % self.m for j in range(self.n)]
 
 
 def _direction(
@@ -301,14 +311,16 @@ def _direction(
     a = torch.zeros(k, m, dtype=g.dtype, device=g.device)
     for slot in order:
         a[:, slot] = rho_t[:, slot] * (s_g[:, slot] - (a * mem.sy[:, slot, :]).sum(dim=1))
-    q = torch.baddbmm(g.unsqueeze(1), a.unsqueeze(1), mem.y, alpha=-1.0).squeeze(1)
+    n = mem.n
+    mem_s, mem_y = mem.filled()
+    q = torch.baddbmm(g.unsqueeze(1), a[:, None, :n], mem_y, alpha=-1.0).squeeze(1)
     q = pre.apply(q, gamma, heads) if pre is not None else q.mul_(gamma[:, None])
-    y_r = mem.dots(mem.y, q)  # (K, m): y_i . r0
+    y_r = mem.dots(mem_y, q)  # (K, n): y_i . r0
     coef = torch.zeros_like(a)
     for slot in reversed(order):
         b = rho_t[:, slot] * (y_r[:, slot] + (coef * mem.sy[:, :, slot]).sum(dim=1))
         coef[:, slot] = a[:, slot] - b
-    direction = torch.baddbmm(q.unsqueeze(1), coef.unsqueeze(1), mem.s).squeeze(1).neg_()
+    direction = torch.baddbmm(q.unsqueeze(1), coef[:, None, :n], mem_s).squeeze(1).neg_()
     bad = ~(_rowdot(g, direction) < 0) | ~has_hist
     if bool(bad.any()):
         # Heads without (usable) curvature memory: preconditioned steepest descent with a unit
