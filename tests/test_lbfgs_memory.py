@@ -92,3 +92,42 @@ def test_the_working_set_shrinks_without_changing_any_head(monkeypatch):
     np.testing.assert_array_equal(shrunk.phi_stopped, whole.phi_stopped)
     np.testing.assert_allclose(shrunk.final_grad_norm, whole.final_grad_norm, rtol=1e-6)
     assert shrunk.n_iter == whole.n_iter
+
+
+def test_a_float64_switch_after_shrinking_changes_no_head(monkeypatch):
+    """``mixed`` switches every head to float64 when one stalls; heads already out of the
+    working set get their float64 gradient and phi too, as they would without shrinking."""
+    x, y, mask, c = _problem(k=40)
+    real = lbfgs._line_search
+    state = {"calls": 0, "first_shrunk": None, "at": None, "switched": 0}
+
+    def stalling(prob, theta, f, g, phi, direction, gd, active, c1, heads=None):
+        out = list(real(prob, theta, f, g, phi, direction, gd, active, c1, heads))
+        if prob.k != 40:  # the start head
+            return tuple(out)
+        state["calls"] += 1
+        if heads is not None and state["first_shrunk"] is None:
+            state["first_shrunk"] = state["calls"]
+        if state["calls"] == state["at"]:  # one head's search "fails" once: switch to float64
+            i = int(active.nonzero()[0])
+            out[:4] = (t.clone() for t in out[:4])
+            out[0][i], out[1][i], out[2][i], out[3][i] = theta[i], f[i], g[i], phi[i]
+            out[4] = out[4].clone()
+            out[4][i] = True
+            state["switched"] += 1
+        return tuple(out)
+
+    monkeypatch.setattr(lbfgs, "_line_search", stalling)
+    train_heads(x, y, mask, c, HeadConfig())  # where the working set first shrinks
+    assert state["first_shrunk"] is not None
+    state["at"] = state["first_shrunk"] + 1
+    runs = []
+    for below in (lbfgs.COMPACT_BELOW, 0.0):  # as shipped, then never shrinking
+        monkeypatch.setattr(lbfgs, "COMPACT_BELOW", below)
+        state["calls"], state["first_shrunk"] = 0, None
+        runs.append((train_heads(x, y, mask, c, HeadConfig()), state["first_shrunk"]))
+    (shrunk, shrank_at), (whole, never) = runs
+    assert state["switched"] == 2 and shrank_at < state["at"] and never is None
+    np.testing.assert_allclose(shrunk.weights, whole.weights, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(shrunk.final_grad_norm, whole.final_grad_norm, rtol=1e-9)
+    np.testing.assert_array_equal(shrunk.phi_stopped, whole.phi_stopped)

@@ -207,3 +207,78 @@ def test_workers_option_errors_and_automatic_choice(tmp_path):
         make_backend("ray", tmp_path, None, workers=1)
     assert auto_workers("cpu", 1) == 1 and auto_workers("cuda", 50) == 1
     assert 1 <= auto_workers("cpu", 50) <= usable_cores()
+
+
+class _Picky(Exception):
+    """Pickles, but cannot be rebuilt from its pickle (a required keyword-only argument)."""
+
+    def __init__(self, message, *, code):
+        super().__init__(message)
+        self.code = code
+
+
+def test_results_that_do_not_survive_pickling_fail_their_cell_with_the_reason(tmp_path):
+    def compute(cell, fs):
+        if cell.shots == 1:
+            raise _Picky("picky failure", code=3)
+        if cell.shots == 2:
+            return [{"attack": "lira", "fpr_level": 0.1, "bad": lambda: None}], None
+        if cell.shots == 4:
+            raise MemoryError("no room")
+        return _row(cell), None
+
+    spec = _spec(shots=(1, 2, 4, 8), seeds=(0,))
+    outcomes = {o.cell.shots: o for o in _backend(compute, 2, max_retries=2).run(expand(spec))}
+    assert outcomes[8].ok
+    picky = outcomes[1]
+    assert picky.error.endswith("_Picky: picky failure")
+    assert picky.exception is None  # could not be rebuilt in the driver; the message is kept
+    assert outcomes[2].error.startswith("the cell's result could not be sent back:")
+    assert "MemoryError: no room" in outcomes[4].error and outcomes[4].attempts == 3
+
+
+def test_workers_die_with_the_driver(tmp_path):
+    """A driver killed by SIGKILL (no cleanup runs) takes its workers with it."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from miascale.experiments import SweepSpec, expand
+        from miascale.experiments.backends import LocalBackend
+        def run_cell(cell):
+            (Path({str(pids)!r}) / str(os.getpid())).touch()
+            time.sleep(120)
+        spec = SweepSpec(datasets=("d1",), backbones=("b1",), shots=(1, 2), seeds=(0,),
+                         variants=("lira-online",), shadow_models=4, fpr=(0.1,))
+        list(LocalBackend(run_cell, workers=2).run(expand(spec)))
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = [int(p.name) for p in pids.iterdir()]
+    assert len(workers) == 2
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 10
+    alive = list(workers)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _alive(pid)]
+        time.sleep(0.05)
+    for pid in alive:  # do not leave them behind when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"  # a zombie (reaped by init later) is dead
+    except FileNotFoundError:
+        return False

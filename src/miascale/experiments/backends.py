@@ -137,8 +137,10 @@ class LocalBackend:
         self.device = device
         self.used_workers = 0  # cells run at once by the last run
 
-    def attempt(self, cell: Cell) -> CellOutcome:
-        """Run one cell, retrying out-of-memory exceptions; the outcome holds any other error."""
+    def attempt(self, cell: Cell, retries: int | None = None) -> CellOutcome:
+        """Run one cell, retrying out-of-memory exceptions (at most ``retries`` times, default
+        ``max_retries``); the outcome holds any other error."""
+        retries = self.max_retries if retries is None else retries
         retry_on = retryable_exceptions()
         start = time.perf_counter()
         attempt = 0
@@ -147,7 +149,7 @@ class LocalBackend:
             try:
                 rows, artifacts = self.run_cell(cell)
             except Exception as e:
-                if isinstance(e, retry_on) and attempt <= self.max_retries:
+                if isinstance(e, retry_on) and attempt <= retries:
                     continue
                 return CellOutcome(
                     cell, seconds=time.perf_counter() - start, error=error_message(e),

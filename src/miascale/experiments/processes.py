@@ -87,9 +87,21 @@ def check_workers(workers: int | None, device: str) -> int | None:
     return workers
 
 
-def _one_thread() -> None:
-    """In a forked child: torch and the BLAS libraries at one thread; Ctrl-C is the driver's."""
+def _one_thread(driver: int) -> None:
+    """In a forked child: torch and the BLAS libraries at one thread; Ctrl-C is the driver's,
+    and the child dies with the driver (``driver``: its pid); prints and warnings go straight to
+    the streams (the driver's progress bar redirects them through its console, whose lock
+    another thread of the driver may have held at the fork)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - Linux has prctl
+        pass
+    if os.getppid() != driver:  # the driver died before prctl
+        os._exit(1)
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     import torch
 
     torch.set_num_threads(1)
@@ -101,17 +113,31 @@ def _one_thread() -> None:
         pass
 
 
-def _child(conn, attempt_cell: Callable, cell: Cell) -> None:
-    """Body of a forked worker: run the cell, send its outcome (the exception only if it
-    pickles)."""
-    _one_thread()
-    outcome = attempt_cell(cell)
-    if outcome.exception is not None:
-        try:
-            pickle.dumps(outcome.exception)
-        except Exception:
+def _round_trips(obj: object) -> bool:
+    try:
+        pickle.loads(pickle.dumps(obj))
+    except Exception:
+        return False
+    return True
+
+
+def _child(conn, attempt_cell: Callable, cell: Cell, retries: int, driver: int) -> None:
+    """Body of a forked worker: run the cell (``retries`` out-of-memory retries left), send
+    its outcome — the exception only if it survives pickling; a result that cannot be sent
+    becomes a failed outcome with the reason."""
+    from miascale.experiments.backends import CellOutcome, error_message
+
+    start = time.perf_counter()
+    try:
+        _one_thread(driver)
+        outcome = attempt_cell(cell, retries)
+        if outcome.exception is not None and not _round_trips(outcome.exception):
             outcome = replace(outcome, exception=None)
-    conn.send(outcome)
+        data = pickle.dumps(outcome)
+    except BaseException as e:  # everything must reach the driver as a message
+        message = f"the cell's result could not be sent back: {error_message(e)}"
+        data = pickle.dumps(CellOutcome(cell, seconds=time.perf_counter() - start, error=message))
+    conn.send_bytes(data)
     conn.close()
 
 
@@ -134,27 +160,41 @@ def run_in_processes(
 ) -> Iterator:
     """Yield one outcome per cell as the cells finish, ``workers`` of them at a time.
 
-    ``attempt_cell(cell)`` runs in the child and returns a ``CellOutcome`` (its own retries of
-    out-of-memory exceptions included); ``prepare(cell)`` runs in the driver first, so the child
-    inherits what it loads. A child that dies without a result is forked again up to
-    ``max_retries`` times, then its cell fails. Children still running when the caller stops
-    (an exception, ``close()``) are killed.
+    ``attempt_cell(cell, retries)`` runs in the child and returns a ``CellOutcome`` (its own
+    retries of out-of-memory exceptions, at most ``retries``, included); ``prepare(cell)`` runs
+    in the driver first, so the child inherits what it loads. A child that dies without a
+    result is forked again while the cell's attempts (dead workers and out-of-memory retries
+    together) are at most ``max_retries + 1``, then its cell fails. Children still running when
+    the caller stops (an exception, ``close()``) are killed; they die with the driver too.
     """
     from miascale.experiments.backends import CellOutcome
 
     ctx = mp.get_context("fork")
     queue = list(cells)[::-1]  # pop() takes the next cell
-    in_flight: dict = {}  # receiving end → (process, cell, start time, attempt)
+    in_flight: dict = {}  # receiving end → (process, cell, first start time, attempts so far)
     started = 0
 
-    def fork(cell: Cell, attempt: int) -> None:
+    def fork(cell: Cell, start: float, attempts: int) -> None:
         receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=(send, attempt_cell, cell), daemon=True)
+        args = (send, attempt_cell, cell, max_retries - attempts, os.getpid())
+        proc = ctx.Process(target=_child, args=args, daemon=True)
         with warnings.catch_warnings():  # Python ≥ 3.12 warns about forking with threads
             warnings.simplefilter("ignore", DeprecationWarning)
             proc.start()
         send.close()
-        in_flight[receive] = (proc, cell, time.perf_counter(), attempt)
+        in_flight[receive] = (proc, cell, start, attempts)
+
+    def receive_outcome(receive, proc) -> tuple[object, str | None]:
+        """(outcome or None, why there is none); the pipe is closed and the child joined."""
+        try:
+            return pickle.loads(receive.recv_bytes()), None
+        except EOFError:
+            return None, None  # the child died without a result
+        except Exception as e:  # a result that cannot be read fails the cell
+            return None, f"the cell's result could not be read: {type(e).__name__}: {e}"
+        finally:
+            receive.close()
+            proc.join()
 
     try:
         while queue or in_flight:
@@ -165,27 +205,27 @@ def run_in_processes(
                     on_start(started, cell)
                 if prepare is not None:
                     prepare(cell)
-                fork(cell, 1)
+                fork(cell, time.perf_counter(), 0)
             for receive in wait(list(in_flight)):
-                proc, cell, start, attempt = in_flight.pop(receive)
-                try:
-                    outcome = receive.recv()
-                except (EOFError, OSError):
-                    outcome = None
-                receive.close()
-                proc.join()
+                proc, cell, start, before = in_flight.pop(receive)
+                outcome, unreadable = receive_outcome(receive, proc)
                 if outcome is None:
-                    if attempt <= max_retries:
-                        fork(cell, attempt + 1)
+                    attempts = before + 1
+                    if unreadable is None and attempts <= max_retries:
+                        fork(cell, start, attempts)  # a dead worker: again, in a new one
                         continue
-                    message = _death(proc.exitcode)
-                    if max_retries:
-                        message += f" (after {attempt} attempts)"
+                    message = unreadable or _death(proc.exitcode)
+                    if max_retries and unreadable is None:
+                        message += f" (after {attempts} attempts)"
                     outcome = CellOutcome(
-                        cell, seconds=time.perf_counter() - start, error=message,
-                        exception=MiascaleError(f"cell {cell.label}: {message}"), attempts=attempt,
+                        cell, error=message, attempts=attempts,
+                        exception=MiascaleError(f"cell {cell.label}: {message}"),
                     )  # fmt: skip
-                yield outcome
+                # attempts and time over every fork of the cell
+                yield replace(
+                    outcome, attempts=before + outcome.attempts,
+                    seconds=time.perf_counter() - start,
+                )  # fmt: skip
     finally:
         for receive, (proc, *_) in in_flight.items():
             proc.kill()

@@ -177,8 +177,14 @@ def _run(
             # float32 rounding now limits a head: everything continues in float64 from here.
             prob.set_dtype(f64)
             new_f, new_g, new_phi = prob.value_and_grad(new_theta, rows)
-            if full_phi is not None:
+            if rows is not None:  # the heads out of the working set: their gn and phi in float64
+                out = torch.ones(k, dtype=torch.bool, device=dev)
+                out[rows] = False
+                out = out.nonzero().squeeze(1)
+                _, g_out, phi_out = prob.value_and_grad(full_theta[out], out)
+                full_gn[out] = max_abs_rows(g_out)
                 full_phi = full_phi.to(f64)
+                full_phi[out] = phi_out
             failed = torch.zeros_like(failed)
             no_progress = torch.zeros_like(no_progress)
         # (a stalled head keeps its count: were it reset while the head sits out, heads at the
