@@ -282,3 +282,22 @@ def _alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"  # a zombie (reaped by init later) is dead
     except FileNotFoundError:
         return False
+
+
+def test_automatic_workers_respect_a_containers_cgroup_limits(tmp_path):
+    from miascale.experiments.processes import available_memory, cgroup_cpus
+
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    assert cgroup_cpus(str(root)) is None  # no cgroup files: the affinity and /proc decide
+    (root / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpus(str(root)) is None
+    (root / "cpu.max").write_text("150000 100000\n")  # docker --cpus=1.5
+    assert cgroup_cpus(str(root)) == 1.5
+    assert usable_cores(str(root)) == min(2, usable_cores("/nonexistent"))
+    (root / "memory.max").write_text(f"{4 << 30}\n")
+    (root / "memory.current").write_text(f"{1 << 30}\n")
+    assert available_memory(str(root)) <= 3 << 30
+    (root / "memory.current").write_text(f"{2 << 30}\n")  # 2 GiB left: one 3 GB worker at most
+    (root / "cpu.max").write_text("800000 100000\n")
+    assert auto_workers("cpu", 50, str(root)) == 1

@@ -16,6 +16,7 @@ Contract (failures, retries, what a crash loses): docs/design/backends.md.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -34,24 +35,53 @@ from miascale.experiments.grid import Cell
 WORKER_MEMORY = 3 << 30
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
+CGROUP = "/sys/fs/cgroup"  # cgroup v2, as a container sees it
+
+
+def _read(path: str) -> str | None:
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def cgroup_cpus(root: str = CGROUP) -> float | None:
+    """The CPU quota of this process's cgroup (``cpu.max``: quota / period), None if unlimited."""
+    text = _read(f"{root}/cpu.max")
+    try:
+        quota, period = text.split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (AttributeError, ValueError):
+        return None
+
+
+def usable_cores(root: str = CGROUP) -> int:
+    """The cores this process may run on: its CPU affinity, within its cgroup's CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpus(root)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
 
 
-def available_memory() -> int | None:
-    """``MemAvailable`` of ``/proc/meminfo`` in bytes, or None where there is none."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+def available_memory(root: str = CGROUP) -> int | None:
+    """Bytes of memory this process may still use: ``MemAvailable`` of ``/proc/meminfo``, within
+    its cgroup's limit (``memory.max - memory.current``); None where neither is known."""
+    found = []
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            found.append(int(line.split()[1]) * 1024)
+    limit, used = _read(f"{root}/memory.max"), _read(f"{root}/memory.current")
+    if limit and used and limit.strip() != "max":
+        try:
+            found.append(max(0, int(limit) - int(used)))
+        except ValueError:
+            pass
+    return min(found) if found else None
 
 
 def can_fork(device: str) -> bool:
@@ -59,14 +89,15 @@ def can_fork(device: str) -> bool:
     return sys.platform.startswith("linux") and str(device) == "cpu"
 
 
-def auto_workers(device: str, n_cells: int) -> int:
+def auto_workers(device: str, n_cells: int, root: str = CGROUP) -> int:
     """How many cells to run at once when ``--workers`` is not given: one per usable core, no
-    more than there are cells or than the available memory holds at :data:`WORKER_MEMORY` each;
-    1 (this process, all threads) off Linux, on a GPU, on one core or for a single cell."""
+    more than there are cells or than the available memory holds at :data:`WORKER_MEMORY` each
+    (cgroup limits included); 1 (this process, all threads) off Linux, on a GPU, on one core or
+    for a single cell."""
     if not can_fork(device):
         return 1
-    n = min(usable_cores(), n_cells)
-    memory = available_memory()
+    n = min(usable_cores(root), n_cells)
+    memory = available_memory(root)
     if memory is not None:
         n = min(n, memory // WORKER_MEMORY)
     return max(1, n)
