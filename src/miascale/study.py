@@ -243,7 +243,8 @@ def run_study(
     """Run (resume) every dataset's sweep into ``out/<run_name>``, fit the study, write the report.
 
     ``fit_only`` runs nothing: it refits and reports what the study's runs hold. Failed cells are
-    recorded (a rerun retries them); the fit uses the cells that are done.
+    recorded (a rerun retries them); the fit uses the cells that are done. ``backend``,
+    ``address`` and ``workers`` are ``miascale sweep``'s (docs/sweep.md).
     """
     from miascale.experiments.workflows import run_sweep_command
     from miascale.report.study_page import build_study_report
