@@ -238,3 +238,14 @@ def test_local_backend_retries_only_out_of_memory(tmp_path):
         s = run_sweep(cells, store, quiet=True, on_error="record",
                       backend=LocalBackend(run_cell, max_retries=2))  # fmt: skip
     assert (s.ran, s.failed) == (1, 1) and calls == [0, 0, 0, 1]
+
+
+def test_ray_submits_each_groups_most_expensive_cells_first(ray_session, tmp_path):
+    spec = _spec(shots=(1, 4, 2), seeds=(0,))
+    submitted = []
+    backend = RayBackend(CountingMemo(), compute=make_compute(tmp_path), max_in_flight=1)
+    outcomes = list(backend.run(expand(spec), on_start=lambda i, c: submitted.append(c)))
+    assert all(o.ok for o in outcomes)
+    assert [(c.dataset, c.shots) for c in submitted] == [
+        ("d1", 4), ("d1", 2), ("d1", 1), ("d2", 4), ("d2", 2), ("d2", 1)
+    ]  # fmt: skip

@@ -349,10 +349,12 @@ class RayBackend:
             num_cpus=self.num_cpus, num_gpus=gpu, max_retries=self.max_retries,
             retry_exceptions=retry_on if self.max_retries else False,
         )  # fmt: skip
-        # group the cells by feature set (stable), so each set is in the object store only while
-        # its cells run
+        from miascale.experiments.runner import expected_cost
+
+        # group the cells by feature set, so each set is in the object store only while its
+        # cells run; within a group the most expensive first (the cheap ones fill in at the end)
         order = {k: i for i, k in enumerate(dict.fromkeys(feature_key(c) for c in cells))}
-        queue = deque(sorted(cells, key=lambda c: order[feature_key(c)]))
+        queue = deque(sorted(cells, key=lambda c: (order[feature_key(c)], -expected_cost(c))))
         remaining = Counter(feature_key(c) for c in cells)
         refs: dict[tuple, Any] = {}
         self.puts = 0
