@@ -117,6 +117,7 @@ def test_sweep_logs_a_line_per_cell_when_stderr_is_not_a_terminal(tmp_path, feat
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("[")]
     assert any(ln.startswith("[1/2]") and " done in " in ln for ln in lines), r.stderr
     assert any(ln.startswith("[2/2]") and "s left)" in ln for ln in lines), r.stderr
+    assert "━" not in r.stderr and "eta" not in r.stderr  # no bar frame in a log
 
 
 def test_time_left_weighs_cells_by_their_pool_and_models():

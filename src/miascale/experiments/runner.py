@@ -210,7 +210,9 @@ def run_sweep(
     n = len(todo)
     run_dir = Path(store.path).parent
 
-    with progress_bar(disable=quiet) as progress:
+    # in a log (stderr not a terminal) no bar, not even its last frame: one plain line per cell
+    log_lines = not quiet and not err.is_terminal
+    with progress_bar(disable=quiet or log_lines) as progress:
         task = progress.add_task("sweep", total=len(unique), completed=skipped)
 
         def on_start(i: int, cell: Cell) -> None:
@@ -220,8 +222,6 @@ def run_sweep(
         finished = 0
         left_cost = sum(expected_cost(c) for c in todo)
         done_cost = 0.0
-        # in a log (stderr not a terminal) the bar is not drawn: one plain line per cell instead
-        log_lines = not quiet and not err.is_terminal
         began = time.perf_counter()
         with closing(backend.run(todo, on_start)) as outcomes:
             for o in outcomes:
