@@ -82,7 +82,8 @@ def _demo_probe():
     err.print(
         f"features: fashion-mnist × efficientnet-lite0 {fs.backbone.resolution}px, "
         f"train {fs.x_train.shape}, test {fs.x_test.shape}, {len(fs.class_names)} classes; "
-        f"20-shot linear probe {probe.accuracy_mean:.3f}"
+        f"20-shot linear probe {probe.accuracy_mean:.3f}",
+        soft_wrap=True,
     )
     return probe, len(fs.class_names)
 
