@@ -46,9 +46,7 @@ def test_directions_equal_a_naive_two_loop_recursion(monkeypatch, precondition):
         for row in usable.nonzero().squeeze(1).tolist()[:6]:
             live = [i for i in order if rho0[i, row] != 0]
             if pre is not None:
-                who = None if heads is None else heads[row : row + 1]
-                if who is None and g.shape[0] > 1:
-                    who = torch.tensor([row])
+                who = torch.tensor([row]) if heads is None else heads[row : row + 1]
 
                 def initial(q, row=row, who=who):
                     return pre.apply(q[None], gamma0[row : row + 1], who)[0]

@@ -5,7 +5,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -17,16 +16,6 @@ from miascale.experiments.processes import auto_workers, usable_cores
 from miascale.paths import atomic_write_bytes
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    p = tmp_path_factory.mktemp("digits") / "digits.npz"
-    np.savez(p, features=d.data.astype(np.float32), labels=d.target)
-    return p
 
 
 def _spec(**kw):
@@ -55,27 +44,19 @@ def _row(cell, **extra):
     return [{"attack": "lira", "variant": "online", "fpr_level": 0.1, "tpr": 0.5, **extra}]
 
 
-def test_workers_store_the_same_rows_and_artifacts_as_one_process(tmp_path, digits_npz):
+def test_workers_store_the_same_rows_and_artifacts_as_one_process(
+    tmp_path, digits_npz, assert_same_runs
+):
     """A tiny real sweep (digits × identity) with --workers 2 equals the in-process run."""
     args = ["sweep", "--dataset", f"npz:{digits_npz}", "--backbone", "identity", "--shots", "2,8",
             "--seed", "0,1", "--shadow-models", "4", "--fpr", "0.1,0.01",
             "--attack", "lira-online,lira-offline", "--json"]  # fmt: skip
-    results = {}
     for workers in (1, 2):
-        run = tmp_path / f"w{workers}"
-        r = runner.invoke(app, [*args, "--out", str(run), "--workers", str(workers)])
+        r = runner.invoke(app, [*args, "--out", str(tmp_path / f"w{workers}"), "--workers",
+                                str(workers)])  # fmt: skip
         assert r.exit_code == 0, r.output
-        with ResultStore.load(run) as store:
-            rows = sorted(store.rows(), key=lambda r: (r["cell_id"], r["variant"], r["fpr_level"]))
-            results[workers] = (rows, {c["cell_id"]: c["artifacts"] for c in store.cells()})
-    (rows1, art1), (rows2, art2) = results[1], results[2]
-    assert len(rows1) == 4 * 2 * 2 and rows2 == rows1 and art2 == art1
-    for rel in art1.values():
-        with np.load(tmp_path / "w1" / rel / "signals.npz") as a:
-            with np.load(tmp_path / "w2" / rel / "signals.npz") as b:
-                assert set(a.files) == set(b.files)
-                for k in a.files:
-                    np.testing.assert_array_equal(a[k], b[k])
+    rows, artifacts = assert_same_runs(tmp_path / "w1", tmp_path / "w2")
+    assert len(rows) == 4 * 2 * 2 and len(artifacts) == 4
 
 
 def test_cells_run_side_by_side_in_one_thread_children(tmp_path):
@@ -108,7 +89,6 @@ def test_cells_run_side_by_side_in_one_thread_children(tmp_path):
     assert len(pids) == 2 and os.getpid() not in pids
     assert {r["threads"] for r in rows} == {1}
     assert {pid for _, pid in loads} == {os.getpid()}  # features loaded by the driver
-    assert backend.used_workers == 2
 
 
 def test_the_most_expensive_cells_start_first(tmp_path):
@@ -152,6 +132,8 @@ def test_dead_workers_are_retried_and_failures_recorded(tmp_path):
             "the worker process died without a result (exit code 3) (after 2 attempts)"
         )
         assert len(list(markers.iterdir())) == 1  # S=2 seed=0 died once, then succeeded
+        [dead] = _backend(compute, 2, max_retries=1).run([c for c in cells if c.shots == 4][1:])
+        assert dead.attempts == 2 and "(after 2 attempts)" in dead.error
         for c in cells:
             if c.cell_id in store.done_cells():
                 assert (tmp_path / "run" / "cells" / c.cell_id / "out.txt").read_text() == c.label

@@ -36,17 +36,6 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory):
-    """scikit-learn's digits as a feature file (64 pixel values), for the identity backbone."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    p = tmp_path_factory.mktemp("digits") / "digits.npz"
-    np.savez(p, features=d.data.astype(np.float32), labels=d.target)
-    return p
-
-
 def invoke(*args):
     r = runner.invoke(app, [str(a) for a in args])
     if r.exception and not isinstance(r.exception, SystemExit):
@@ -104,26 +93,16 @@ def make_compute(markers: Path, crash_once=(), crash_always=(), raise_always=())
     return compute
 
 
-def test_ray_and_local_store_identical_rows(ray_session, tmp_path, digits_npz):
+def test_ray_and_local_store_identical_rows(ray_session, tmp_path, digits_npz, assert_same_runs):
     """A tiny real sweep (digits × identity) gives the same stored rows and artifacts both ways."""
     args = ["sweep", "--dataset", f"npz:{digits_npz}", "--backbone", "identity", "--shots", "2,8",
             "--seed", "0,1", "--shadow-models", "4", "--fpr", "0.1,0.01",
             "--attack", "lira-online,lira-offline", "--json"]  # fmt: skip
-    results = {}
     for backend in ("local", "ray"):
         r = invoke(*args, "--out", tmp_path / backend, "--backend", backend)
         assert r.exit_code == 0, r.output
-        with ResultStore.load(tmp_path / backend) as store:
-            results[backend] = (store.rows(), {c["cell_id"]: c["artifacts"] for c in store.cells()})
-    (local_rows, local_art), (ray_rows, ray_art) = results["local"], results["ray"]
-    assert len(local_rows) == 4 * 2 * 2 and ray_rows == local_rows
-    assert ray_art == local_art and len(local_art) == 4
-    for rel in local_art.values():
-        with np.load(tmp_path / "local" / rel / "signals.npz") as a:
-            with np.load(tmp_path / "ray" / rel / "signals.npz") as b:
-                assert set(a.files) == set(b.files)
-                for k in a.files:
-                    np.testing.assert_array_equal(a[k], b[k])
+    rows, artifacts = assert_same_runs(tmp_path / "local", tmp_path / "ray")
+    assert len(rows) == 4 * 2 * 2 and len(artifacts) == 4
     # resuming on ray runs nothing
     again = invoke(*args, "--out", tmp_path / "ray", "--backend", "ray")
     assert '"skipped": 4' in again.stdout and '"ran": 0' in again.stdout

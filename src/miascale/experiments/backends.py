@@ -4,9 +4,9 @@ A backend (:class:`Backend`, built by :func:`make_backend`) takes the cells stil
 yields one :class:`CellOutcome` per cell as they finish; the driver running
 :func:`miascale.experiments.runner.run_sweep` alone records them in the store.
 :class:`LocalBackend` runs the cells on this machine (in this process, in order, or in forked
-one-thread worker processes, :mod:`miascale.experiments.processes`); :class:`RayBackend` runs each as
-a Ray task (features put in the object store once per group, artifact bytes returned to the
-driver, retries only for dead workers and lack of memory).
+one-thread worker processes, :mod:`miascale.experiments.processes`); :class:`RayBackend` runs
+each as a Ray task (features put in the object store once per group, artifact bytes returned to
+the driver, retries only for dead workers and lack of memory).
 
 Contract (the single writer, artifacts, failures and retries): docs/design/backends.md.
 """
@@ -104,9 +104,9 @@ def _check_retries(max_retries: int) -> int:
 
 class LocalBackend:
     """Runs ``run_cell(cell)`` on this machine: in this process, cell after cell, in order, or
-    ``workers`` cells at a time (most expensive first) in forked worker processes with one thread each
-    (:mod:`miascale.experiments.processes`; ``workers=None``: :func:`~miascale.experiments.
-    processes.auto_workers`, one per core on a CPU).
+    ``workers`` cells at a time (most expensive first) in forked worker processes with one
+    thread each (:mod:`miascale.experiments.processes`; ``workers=None``:
+    :func:`~miascale.experiments.processes.auto_workers`, one per core on a CPU).
 
     ``max_retries`` extra attempts are made only for out-of-memory exceptions (see
     :func:`retryable_exceptions`) and for worker processes that die without a result; any other
@@ -135,7 +135,6 @@ class LocalBackend:
         self.prepare = prepare
         self.workers = check_workers(workers, device)
         self.device = device
-        self.used_workers = 0  # cells run at once by the last run
 
     def attempt(self, cell: Cell, retries: int | None = None) -> CellOutcome:
         """Run one cell, retrying out-of-memory exceptions (at most ``retries`` times, default
@@ -161,14 +160,13 @@ class LocalBackend:
         from miascale.experiments.processes import auto_workers, run_in_processes
 
         workers = self.workers or auto_workers(self.device, len(cells))
-        self.used_workers = min(workers, len(cells))
         if workers > 1:
             from miascale.experiments.runner import expected_cost
 
             # the most expensive cells first: the cheap ones fill in at the end
             yield from run_in_processes(
-                self.attempt, sorted(cells, key=expected_cost, reverse=True), workers, max_retries=self.max_retries,
-                prepare=self.prepare, on_start=on_start,
+                self.attempt, sorted(cells, key=expected_cost, reverse=True), workers,
+                max_retries=self.max_retries, prepare=self.prepare, on_start=on_start,
             )  # fmt: skip
             return
         for i, cell in enumerate(cells, 1):

@@ -162,12 +162,15 @@ def _child(conn, attempt_cell: Callable, cell: Cell, retries: int, driver: int) 
     try:
         _one_thread(driver)
         outcome = attempt_cell(cell, retries)
-        if outcome.exception is not None and not _round_trips(outcome.exception):
-            outcome = replace(outcome, exception=None)
+    except BaseException as e:  # not an Exception (SystemExit, ...): the driver gets a message
+        outcome = CellOutcome(cell, seconds=time.perf_counter() - start, error=error_message(e))
+    if outcome.exception is not None and not _round_trips(outcome.exception):
+        outcome = replace(outcome, exception=None)
+    try:
         data = pickle.dumps(outcome)
-    except BaseException as e:  # everything must reach the driver as a message
+    except Exception as e:
         message = f"the cell's result could not be sent back: {error_message(e)}"
-        data = pickle.dumps(CellOutcome(cell, seconds=time.perf_counter() - start, error=message))
+        data = pickle.dumps(CellOutcome(cell, seconds=outcome.seconds, error=message))
     conn.send_bytes(data)
     conn.close()
 
@@ -248,10 +251,9 @@ def run_in_processes(
                     message = unreadable or _death(proc.exitcode)
                     if max_retries and unreadable is None:
                         message += f" (after {attempts} attempts)"
-                    outcome = CellOutcome(
-                        cell, error=message, attempts=attempts,
-                        exception=MiascaleError(f"cell {cell.label}: {message}"),
-                    )  # fmt: skip
+                    # this fork's attempt (the earlier ones are added below)
+                    error = MiascaleError(f"cell {cell.label}: {message}")
+                    outcome = CellOutcome(cell, error=message, exception=error)
                 # attempts and time over every fork of the cell
                 yield replace(
                     outcome, attempts=before + outcome.attempts,
