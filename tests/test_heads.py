@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 
 from miascale.errors import MiascaleError
@@ -299,14 +300,29 @@ def test_pool_recipe_is_scale_invariant_and_raw_scale_is_checked(pool) -> None:
         train_heads(x.astype(np.float64) * 1e12, y, mask, C, raw)
 
 
-def test_mixed_precision_reaches_the_float64_optimum(pool, exact_heads) -> None:
-    # float32 GEMMs until rounding stops a line search, then float64 to the tight tolerance
+def test_mixed_precision_reaches_the_float64_optimum(pool, exact_heads, monkeypatch) -> None:
+    # float32 GEMMs and L-BFGS vector state until rounding stops a line search, then float64
+    # to the tight tolerance; the biases (a float32 state let them drift along their common
+    # shift, to which the objective is blind) match too
+    import miascale.training.lbfgs as lbfgs
+
+    stored = []
+    real = lbfgs._Pairs.store
+
+    def recording(self, s, yv, g_new):
+        stored.append((s.dtype, yv.dtype, self.s.dtype))
+        return real(self, s, yv, g_new)
+
+    monkeypatch.setattr(lbfgs._Pairs, "store", recording)
     x, y, mask = pool
     cfg = HeadConfig(**{**EXACT.__dict__, "dtype": "mixed"})
     mixed = train_heads(x, y, mask, C, cfg)
     assert mixed.converged.all() and (mixed.final_grad_norm < EXACT.tol).all()
     assert not mixed.phi_stopped.any()
     assert _rel(mixed.weights, exact_heads.weights) < 1e-4
+    assert _rel(mixed.bias, exact_heads.bias) < 1e-4
+    f32, f64 = (torch.float32,) * 3, (torch.float64,) * 3
+    assert stored[0] == f32 and stored[-1] == f64 and set(stored) == {f32, f64}
 
 
 def test_phi_rule_stops_heads_near_the_attack_statistics_of_the_optimum() -> None:

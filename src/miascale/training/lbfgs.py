@@ -36,13 +36,24 @@ COMPACT_BELOW = 0.75
 fraction of it, so that the vector work follows the running heads rather than K."""
 
 
+PAIR_FLOOR = {torch.float64: 1e-12, torch.float32: 1e-5}
+"""A pair is kept only when ``s . y`` exceeds this x ``|s| |y|`` (by the state's dtype: float32
+dots over P terms are good to about 1e-6 of that)."""
+
+
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products of two (K, P) tensors, as a batched GEMV (no (K, P) temporary)."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+    """Row-wise dot products of two (K, P) tensors, float64 (K,): in float64 as a batched GEMV
+    (no (K, P) temporary), in float32 by ``vecdot`` (2x faster there, 1.5x slower in float64:
+    benchmarks/README.md)."""
+    if a.dtype == torch.float64:
+        return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+    return torch.linalg.vecdot(a, b).to(torch.float64)
 
 
 def max_abs_rows(g: torch.Tensor) -> torch.Tensor:
-    return g.abs().amax(dim=1)
+    """Max-abs component of each row, float64 (k,): two reductions, no (K, P) temporary (4x
+    faster than ``abs().amax()``, 20x than an infinity norm on CPU)."""
+    return torch.maximum(g.amax(dim=1), g.amin(dim=1).neg_()).to(torch.float64)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,11 @@ def _run(
 ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor, bool]:
     """One phase (preconditioned or plain) of batched L-BFGS from ``theta``.
 
+    The vector state (gradients, directions, memory pairs) is kept in the GEMMs' precision
+    ``prob.dtype`` and moves to float64 with them (``mixed``): in float32 the vector work, which
+    is memory-bound, reads half the bytes (docs/design/training.md). The parameters, the
+    objective, the step lengths and the memory's inner products stay float64.
+
     Returns theta, iterations run, max-abs gradients, heads stopped by the phi rule, and
     whether the preconditioned phase was left because it crawled.
     """
@@ -128,7 +144,7 @@ def _run(
         full_theta[rows], full_gn[rows], full_done[rows], full_phi[rows] = theta, gn, done, phi
         return full_theta, full_gn, full_done
 
-    mem = _Pairs(m, k, p, dev)
+    mem = _Pairs(m, k, p, dev, prob.dtype)
     rho = torch.zeros(m, k, dtype=f64, device=dev)  # 0 marks an unused slot for that head
     gamma = torch.ones(k, dtype=f64, device=dev)
     has_hist = torch.zeros(k, dtype=torch.bool, device=dev)
@@ -165,17 +181,20 @@ def _run(
             rho = rho[:, keep]
             mem.select(keep)
         n_iter = it
-        direction = _direction(g, mem, rho, gamma, has_hist, pre, rows)
-        gd = _rowdot(g, direction)
-        new_theta, new_f, new_g, new_phi, failed = _line_search(
+        direction, gd = _direction(g, mem, rho, gamma, has_hist, pre, rows)
+        new_theta, new_f, new_g, new_phi, taken = _line_search(
             prob, theta, f, g, phi, direction, gd, active, c1, rows
         )
+        failed = active & (taken == 0)
         # No decrease beyond float64 rounding (line search failed, or accepted at the floor:
         # decreases of an ulp or two can go on for ever once the gradient is at its noise level).
         no_progress = active & (failed | ~(new_f < f - _FLOOR * f.abs()))
         if bool(no_progress.any()) and opts.mixed and prob.dtype != f64:
             # float32 rounding now limits a head: everything continues in float64 from here.
+            # The state too: the memory is read back in float64 (its inner products recomputed).
             prob.set_dtype(f64)
+            g = g.to(f64)
+            mem.to_dtype(f64, g)
             new_f, new_g, new_phi = prob.value_and_grad(new_theta, rows)
             if rows is not None:  # the heads out of the working set: their gn and phi in float64
                 out = torch.ones(k, dtype=torch.bool, device=dev)
@@ -195,10 +214,12 @@ def _run(
             gamma[failed] = 1.0
             has_hist = has_hist & ~failed
         moved = active & ~failed
-        s, yv = new_theta - theta, new_g - g
+        s = direction.to(g.dtype).mul_(taken.to(g.dtype)[:, None])  # the step, state's dtype
+        yv = new_g - g
         sy = mem.store(s, yv, new_g)  # the newest pair
         yy = _rowdot(yv, yv)
-        good = moved & (sy > 1e-12 * yy.sqrt() * s.norm(dim=1)) & (yy > 0)
+        floor = PAIR_FLOOR[s.dtype] * yy.sqrt() * s.norm(dim=1).to(f64)
+        good = moved & (sy > floor) & (yy > 0)
         # Slots with rho = 0 are ignored by the two-loop recursion, so pairs are kept as they are.
         rho[mem.pos] = torch.where(good, 1.0 / sy.clamp(min=1e-300), torch.zeros_like(sy))
         if pre is not None:
@@ -215,17 +236,16 @@ def _run(
             gamma = torch.where(good, sy / yy.clamp(min=1e-300), gamma)
         has_hist = has_hist | good
         mem.advance()
+        gn = max_abs_rows(new_g)
         if use_phi:
             change = (new_phi - phi).abs().amax(dim=1)
             if rows is not None:
                 full_phi[rows] = new_phi  # the spread is across all K heads
             spread = _phi_spread(new_phi if rows is None else full_phi)
-            still = moved & (change <= opts.phi_tol * spread)
-            still &= max_abs_rows(new_g) < opts.phi_guard
+            still = moved & (change <= opts.phi_tol * spread) & (gn < opts.phi_guard)
             calm = torch.where(still, calm + 1, torch.where(active, 0, calm))
             done = done | (calm >= PHI_PATIENCE)
         theta, f, g, phi = new_theta, new_f, new_g, new_phi
-        gn = max_abs_rows(g)
         if progress is not None:
             left = (gn >= opts.tol) & ~done
             progress(it0 + it, float(gn[left].max()) if bool(left.any()) else 0.0)
@@ -242,14 +262,16 @@ class _Pairs:
     new pair's inner products cost one more (the vector work is memory-bound:
     benchmarks/README.md): ``s_g[:, i] = s_i . g`` at the current gradient is kept, so that
     ``s_i . y = s_i . g_new - s_i . g`` for the new ``y = g_new - g``.
+
+    The pairs are kept in the state's ``dtype``, the inner products in float64.
     """
 
-    def __init__(self, m: int, k: int, p: int, device: torch.device) -> None:
+    def __init__(self, m: int, k: int, p: int, device: torch.device, dtype: torch.dtype) -> None:
         f64 = torch.float64
         # slots fill in order: only the first ``n`` are ever read (no zero-filling, and passes
         # over a part-filled memory read only what it holds)
-        self.s = torch.empty(k, m, p, dtype=f64, device=device)
-        self.y = torch.empty(k, m, p, dtype=f64, device=device)
+        self.s = torch.empty(k, m, p, dtype=dtype, device=device)
+        self.y = torch.empty(k, m, p, dtype=dtype, device=device)
         self.sy = torch.zeros(k, m, m, dtype=f64, device=device)
         self.s_g = torch.zeros(k, m, dtype=f64, device=device)  # s_i . g (empty slots: 0)
         self.m, self.pos, self.n = m, 0, 0
@@ -277,14 +299,37 @@ class _Pairs:
 
     @staticmethod
     def dots(pairs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``pairs[:, i] . v`` per head, (K, m); as ``v^T pairs^T`` (3x faster than ``pairs v``
-        on CPU for these shapes)."""
-        return torch.bmm(v.unsqueeze(1), pairs.transpose(1, 2)).squeeze(1)
+        """``pairs[:, i] . v`` per head, float64 (K, m); as ``v^T pairs^T`` (3x faster than
+        ``pairs v`` on CPU for these shapes)."""
+        return torch.bmm(v.unsqueeze(1), pairs.transpose(1, 2)).squeeze(1).to(torch.float64)
+
+    def to_dtype(self, dtype: torch.dtype, g: torch.Tensor) -> None:
+        """The pairs in ``dtype`` from now on, their inner products recomputed in it (``g``:
+        the current gradient, for ``s_g``)."""
+        n = self.n
+        for name in ("s", "y"):
+            old = getattr(self, name)
+            new = torch.empty(old.shape, dtype=dtype, device=old.device)
+            new[:, :n] = old[:, :n]
+            setattr(self, name, new)
+        s, y = self.filled()
+        self.sy[:, :n, :n] = torch.bmm(s, y.transpose(1, 2)).to(self.sy.dtype)
+        self.s_g[:, :n] = self.dots(s, g)
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only the heads ``keep`` (indices into the current heads)."""
-        self.s, self.y, self.sy = self.s[keep], self.y[keep], self.sy[keep]
-        self.s_g = self.s_g[keep]
+        """Keep only the heads ``keep`` (increasing indices into the current heads).
+
+        The pairs move to the front of their own storage, head by head (``keep[j] >= j``, so a
+        row is read before it is overwritten): a gathered copy would fault in fresh memory the
+        size of the whole memory at each shrink (measured: benchmarks/README.md)."""
+        n = self.n
+        for j, i in enumerate(keep.tolist()):
+            if i != j:
+                self.s[j, :n] = self.s[i, :n]
+                self.y[j, :n] = self.y[i, :n]
+        k = keep.numel()
+        self.s, self.y = self.s[:k], self.y[:k]
+        self.sy, self.s_g = self.sy[keep], self.s_g[keep]
 
     def advance(self) -> None:
         self.pos = (self.pos + 1) % self.m
@@ -303,8 +348,9 @@ def _direction(
     pre: Preconditioner | None,
     heads: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L-BFGS search direction of every head (two-loop recursion, newest pair first); ``heads``:
-    which of the problem's heads the rows are (None: all, in order).
+    """L-BFGS search direction of every head (two-loop recursion, newest pair first) and its
+    inner product with ``g`` (float64); ``heads``: which of the problem's heads the rows are
+    (None: all, in order).
 
     The recursion's row dots are formed from ``s_i . g``, ``y_i . r0`` and the stored
     ``s_i . y_j`` (unprocessed coefficients are zero), so that ``q = g - sum a_i y_i`` and
@@ -319,15 +365,17 @@ def _direction(
         a[:, slot] = rho_t[:, slot] * (s_g[:, slot] - (a * mem.sy[:, slot, :]).sum(dim=1))
     n = mem.n
     mem_s, mem_y = mem.filled()
-    q = torch.baddbmm(g.unsqueeze(1), a[:, None, :n], mem_y, alpha=-1.0).squeeze(1)
-    q = pre.apply(q, gamma, heads) if pre is not None else q.mul_(gamma[:, None])
+    dt = g.dtype
+    q = torch.baddbmm(g.unsqueeze(1), a[:, None, :n].to(dt), mem_y, alpha=-1.0).squeeze(1)
+    q = pre.apply(q, gamma, heads) if pre is not None else q.mul_(gamma.to(dt)[:, None])
     y_r = mem.dots(mem_y, q)  # (K, n): y_i . r0
     coef = torch.zeros_like(a)
     for slot in reversed(order):
         b = rho_t[:, slot] * (y_r[:, slot] + (coef * mem.sy[:, :, slot]).sum(dim=1))
         coef[:, slot] = a[:, slot] - b
-    direction = torch.baddbmm(q.unsqueeze(1), coef[:, None, :n], mem_s).squeeze(1).neg_()
-    bad = ~(_rowdot(g, direction) < 0) | ~has_hist
+    direction = torch.baddbmm(q.unsqueeze(1), coef[:, None, :n].to(dt), mem_s).squeeze(1).neg_()
+    gd = _rowdot(g, direction)
+    bad = ~(gd < 0) | ~has_hist
     if bool(bad.any()):
         # Heads without (usable) curvature memory: preconditioned steepest descent with a unit
         # step and gamma = 1 (a majorisation step under the bound), or a gradient step scaled to
@@ -343,7 +391,8 @@ def _direction(
             gnorm2 = g.norm(dim=1).clamp(min=1e-300)
             sd_dir = -g / torch.where(has_hist, torch.ones_like(gnorm2), gnorm2)[:, None]
         direction = torch.where(bad[:, None], sd_dir, direction)
-    return direction
+        gd = torch.where(bad, _rowdot(g, sd_dir), gd)
+    return direction, gd
 
 
 def _line_search(
@@ -359,7 +408,10 @@ def _line_search(
     heads: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-head backtracking Armijo search; each trial evaluates only the pending heads
-    (``heads``: which of the problem's heads the rows are, None: all, in order)."""
+    (``heads``: which of the problem's heads the rows are, None: all, in order).
+
+    Returns the new theta, objective, gradient and phi, and the step length taken (K,), 0 for
+    heads that did not move (inactive, or no step accepted in 40 trials)."""
     k = theta.shape[0]
     step = torch.where(active, torch.ones_like(f), torch.zeros_like(f))
     pending = active.clone()
@@ -367,7 +419,7 @@ def _line_search(
     for _ in range(40):
         idx = pending.nonzero().squeeze(1)
         every = idx.numel() == k
-        if every:  # all heads pending: no gathers
+        if every:  # all heads pending: no gathers (float64 theta, direction in the state's dtype)
             trial = torch.addcmul(theta, step[:, None], direction)
         else:
             trial = torch.addcmul(theta[idx], step[idx, None], direction[idx])
@@ -376,7 +428,7 @@ def _line_search(
         )
         ok = torch.isfinite(ft) & (ft <= f[idx] + c1 * step[idx] * gd[idx])
         if every and bool(ok.all()):  # the common first trial: every unit step accepted
-            return trial, ft, gt, pt, torch.zeros_like(pending)
+            return trial, ft, gt, pt, step
         if new_theta is None:
             new_theta, new_f, new_g, new_phi = theta.clone(), f.clone(), g.clone(), phi.clone()
         acc = idx[ok]
@@ -390,4 +442,4 @@ def _line_search(
         denom = 2.0 * (ft[~ok] - f[rej] - gdr * st)
         interp = torch.where(torch.isfinite(denom) & (denom > 0), -gdr * st * st / denom, 0.5 * st)
         step[rej] = torch.minimum(torch.maximum(interp, 0.1 * st), 0.5 * st)
-    return new_theta, new_f, new_g, new_phi, pending
+    return new_theta, new_f, new_g, new_phi, torch.where(pending, 0.0, step)

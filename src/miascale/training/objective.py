@@ -61,8 +61,8 @@ class HeadObjective:
         self.l2 = float(l2)
         self.device = device
         # Global centering (exact reparametrisation, improves float32 matmuls).
-        self.center = x.mean(axis=0)
-        xc64 = torch.as_tensor(x - self.center, dtype=f64, device=device)
+        self.center = x.mean(axis=0, dtype=np.float64)
+        xc64 = torch.as_tensor(x.astype(np.float64) - self.center, device=device)
         m = torch.as_tensor(mask, dtype=f64, device=device)
         counts = m.sum(dim=1)
         inv_n = 1.0 / counts.clamp(min=1.0)
@@ -77,14 +77,17 @@ class HeadObjective:
                 mu[empty] = 0.0 - torch.as_tensor(self.center, dtype=f64, device=device)
                 sd[empty] = 1.0
         elif standardize == "pool":
+            # the pool's mean is 0 to rounding: centring again would only move the
+            # (unregularised) bias, so the standardisation is a scaling (no mean term to apply)
             pool_mu = xc64.mean(dim=0)
             pool_sd = ((xc64 * xc64).mean(dim=0) - pool_mu * pool_mu).clamp(min=0.0).sqrt()
-            mu = pool_mu.expand(k, d).clone()
+            mu = torch.zeros(k, d, dtype=f64, device=device)
             sd = pool_sd.clamp(min=STD_FLOOR).expand(k, d).clone()
         else:  # raw features; the centring only moves the (unregularised) bias
             mu = torch.zeros(k, d, dtype=f64, device=device)
             sd = torch.ones(k, d, dtype=f64, device=device)
         self.mu_c = mu  # standardisation mean, in globally centred coordinates
+        self.mu_zero = standardize != "subset"  # then mu_c is exactly 0
         self.sd = sd
         self.inv_sd = 1.0 / sd
         self.xc64 = xc64
@@ -105,6 +108,8 @@ class HeadObjective:
         ``R @ Xc`` takes bfloat16 inputs and output (8 significant bits; the logits, objective
         and phi keep float32, so line searches see the float32 objective)."""
         self.dtype = dtype
+        # (mu_c, 1/sd, sd) in the work dtype
+        self.stats = tuple(t.to(dtype) for t in (self.mu_c, self.inv_sd, self.sd))
         self.xc = self.xc64.to(dtype)
         self.xc_t = self.xc.t().contiguous()
         self.weight_work = self.weight.to(dtype)
@@ -128,9 +133,10 @@ class HeadObjective:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Objective (k,), gradient (k, P) and phi (k, N) of the heads ``heads`` (all if None).
 
-        ``theta`` holds the parameters of those heads only, (k, P). The two GEMMs of size
-        k*C x D x N and the per-example work between them run in ``self.dtype``; the objective
-        and gradient are accumulated and returned in float64, phi in ``self.dtype``.
+        ``theta`` holds the parameters of those heads only, (k, P), float64. The two GEMMs of
+        size k*C x D x N and the per-example work between them run in ``self.dtype``; the
+        objective is accumulated and returned in float64, the gradient and phi in
+        ``self.dtype`` (:mod:`.lbfgs` keeps its vector state in it).
         Per-example arrays are class-major, (k, C, N): both GEMMs then put the long k*C axis
         first, the faster orientation for these shapes (measured: benchmarks/README.md).
         """
@@ -138,18 +144,21 @@ class HeadObjective:
         d, c, n = self.d, self.c, self.n
         k = theta.shape[0]
         self.n_head_evals += k
-        f64 = torch.float64
-        if heads is None:
-            mu_c, inv_sd, weight, work = self.mu_c, self.inv_sd, self.weight, self.weight_work
-        else:
-            mu_c, inv_sd = self.mu_c[heads], self.inv_sd[heads]
-            weight, work = self.weight[heads], self.weight_work[heads]
+        f64, wdt = torch.float64, self.dtype
+        mu_c, inv_sd, sd = self.stats
+        weight, work = self.weight, self.weight_work
+        if heads is not None:
+            mu_c, inv_sd, sd = mu_c[heads], inv_sd[heads], sd[heads]
+            weight, work = weight[heads], work[heads]
         y_idx = self.y.view(1, 1, n).expand(k, 1, n)
         v, bias = self.split(theta)
-        u = v.transpose(1, 2).contiguous().mul_(inv_sd[:, None, :])  # (k, C, D): U^T, all heads
-        off = bias - torch.bmm(u, mu_c.unsqueeze(2)).squeeze(2)
-        z = self._times_pool(u.view(k * c, d).to(self.dtype)).view(k, c, n)
-        z.add_(off.to(self.dtype)[:, :, None])
+        u = torch.empty(k, c, d, dtype=wdt, device=self.device)  # U^T of all heads, one pass
+        u.copy_(v.transpose(1, 2)).mul_(inv_sd[:, None, :])
+        off = bias.to(wdt, copy=True)
+        if not self.mu_zero:
+            off.sub_(torch.bmm(u, mu_c.unsqueeze(2)).squeeze(2))
+        z = self._times_pool(u.view(k * c, d)).view(k, c, n)
+        z.add_(off[:, :, None])
         z.sub_(z.amax(dim=1, keepdim=True))
         z_true = z.gather(1, y_idx).squeeze(1)  # (k, N), shifted logit of the true class
         e = z.exp_()
@@ -164,17 +173,23 @@ class HeadObjective:
         r = e.div_(se)
         r.scatter_(1, y_idx, (-other / se.squeeze(1)).unsqueeze(1))
         r.mul_(work[:, None, :])
-        g_c = r.sum(dim=2).to(f64)  # (k, C); in the work precision (15x faster than a float64
-        # accumulation of float32 values, and as accurate as the float32 weight gradient)
-        g_raw = self._times_pool_t(r.view(k * c, n)).reshape(k, c, d)
-        g = torch.empty(k, self.n_params, dtype=f64, device=self.device)
-        g_v = g[:, : d * c].view(k, d, c)
-        g_v.copy_(g_raw.transpose(1, 2))
-        g_v.addcmul_(mu_c[:, :, None], g_c[:, None, :], value=-1.0)
-        g_v.mul_(inv_sd[:, :, None])
+        g_c = r.sum(dim=2)  # (k, C); in the work precision (15x faster than a float64
+        # accumulation of float32 values, and as accurate as the float32 weight gradient); its
+        # exact sum over classes is 0: rounding's common shift of the biases is removed, else a
+        # float32 state lets the biases drift along that flat direction
+        g_c.sub_(g_c.mean(dim=1, keepdim=True))
+        # The weight gradient (g_raw - g_c mu^T) / sd + l2 V, formed class-major in the work
+        # dtype (V^T = U^T sd) and then transposed into g: one strided pass, no mixed dtypes.
+        gt = self._times_pool_t(r.view(k * c, n)).reshape(k, c, d).to(wdt)
+        if not self.mu_zero:
+            gt = torch.baddbmm(gt, g_c[:, :, None], mu_c[:, None, :], alpha=-1.0)
+        gt.mul_(inv_sd[:, None, :])
         if self.l2:
-            g_v.add_(v, alpha=self.l2)
-            f = f + 0.5 * self.l2 * (theta[:, : d * c] * theta[:, : d * c]).sum(dim=1)
+            gt.addcmul_(u, sd[:, None, :], value=self.l2)
+            tv = theta[:, : d * c]
+            f = f + 0.5 * self.l2 * (tv * tv).sum(dim=1)
+        g = torch.empty(k, self.n_params, dtype=wdt, device=self.device)
+        g[:, : d * c].view(k, d, c).copy_(gt.transpose(1, 2))
         g[:, d * c :] = g_c
         return f, g, phi
 

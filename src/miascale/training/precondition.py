@@ -56,9 +56,11 @@ class Preconditioner:
             xs = xc / (xc * xc).mean(dim=0).sqrt().clamp(min=STD_FLOOR)
         else:
             xs = xc
-        # eigenpairs of Sigma from the smaller of the (N, N) Gram and (D, D) covariance matrices
-        gram = xs @ xs.t() / n if n <= d else xs.t() @ xs / n
-        lam, u = _eigh(gram)
+        # eigenpairs of Sigma from the smaller of the (N, N) Gram and (D, D) covariance matrices,
+        # in the GEMMs' precision (a preconditioner needs no more; float32 halves this set-up)
+        w = xs.to(prob.dtype)
+        gram = w @ w.t() / n if n <= d else w.t() @ w / n
+        lam, u = (t.to(torch.float64) for t in _eigh(gram))
         self._spectrum = (xs, lam.clamp(min=0.0), u)
         # l2 = 0: the bound alone is singular; regularise the preconditioner only.
         self.l2 = l2 if l2 > 0 else 1e-6 * max(float(lam.clamp(min=0.0).sum()), 1.0) / d
@@ -69,6 +71,7 @@ class Preconditioner:
         # weights ~ tol/l2 that the folding W = V/sd_k blows up by 1/STD_FLOOR).
         self.live = (prob.sd > STD_FLOOR).to(prob.sd.dtype).t().contiguous()  # (D, K)
         self.d, self.c = d, prob.c
+        self.casts: dict = {}  # (q, q_t, block, live) in a state dtype other than float64
         self.block = None  # (M, M) inverse of the exact-curvature block, M = (rank + 1) * C
         self.n_apply = 0  # head-applications and head-curvatures (flop counting in benchmarks)
         self.n_curv = 0
@@ -85,6 +88,16 @@ class Preconditioner:
         self.lam = lam
         self.q = q.contiguous()
         self.q_t = q.t().contiguous()
+        self.casts = {}
+
+    def _in(self, dtype: torch.dtype) -> tuple:
+        """``q, q_t, block, live`` in ``dtype`` (the optimizer state's: :mod:`.lbfgs`)."""
+        if dtype == torch.float64:
+            return self.q, self.q_t, self.block, self.live
+        if dtype not in self.casts:
+            block = None if self.block is None else self.block.to(dtype)
+            self.casts[dtype] = (self.q.to(dtype), self.q_t.to(dtype), block, self.live.to(dtype))
+        return self.casts[dtype]
 
     def at(self, prob: HeadObjective, theta: torch.Tensor) -> Preconditioner:
         """A copy whose top block (cut by ``CURVATURE_CUT``) is the exact data Hessian at
@@ -111,40 +124,44 @@ class Preconditioner:
                 h[:, c2, :, c1] = h[:, c1, :, c2]
         lam_h, v = _eigh(h.reshape(r1 * c, r1 * c))
         new.block = (v / (lam_h.clamp(min=0.0) + new.l2)) @ v.t()
+        new.casts = {}
         return new
 
-    def _live(self, heads: torch.Tensor | None) -> torch.Tensor:
-        """The live mask of the heads ``heads`` (None: all), (D, k, 1); a mask built for one
-        head (the start head's, :meth:`at`) serves every head."""
-        one = heads is None or self.live.shape[1] == 1
-        return (self.live if one else self.live[:, heads])[:, :, None]
+    @staticmethod
+    def _live(live: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
+        """The live mask ``live`` (D, K) of the heads ``heads`` (None: all), (D, k, 1); a mask
+        built for one head (the start head's, :meth:`at`) serves every head."""
+        one = heads is None or live.shape[1] == 1
+        return (live if one else live[:, heads])[:, :, None]
 
     def apply(
         self, g: torch.Tensor, gamma: torch.Tensor, heads: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``P_k^{-1} g`` for every head, g (k, P) -> (k, P), gamma (k,); the rows are the
-        heads ``heads`` (None: all, in order)."""
-        k, d, c = g.shape[0], self.d, self.c
-        live = self._live(heads)
+        """``P_k^{-1} g`` for every head, g (k, P) -> (k, P) in g's dtype, gamma (k,); the rows
+        are the heads ``heads`` (None: all, in order)."""
+        k, d, c, dt = g.shape[0], self.d, self.c, g.dtype
+        q, q_t, block, live = self._in(dt)
+        live = self._live(live, heads)
         self.n_apply += k
         out = torch.empty_like(g)
         u = g[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()  # (D, K, C)
         gmean = u.mean(dim=2, keepdim=True)
         u.sub_(gmean).mul_(live)
         tail = 1.0 / (0.5 * self.lam_tail * gamma + self.l2)  # (K,)
-        h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)
+        h = (q_t @ u.view(d, k * c)).view(-1, k, c)
         gc = g[:, d * c :]
         gc = gc - gc.mean(dim=1, keepdim=True)
-        if self.block is None:
+        if block is None:
             scale = 1.0 / (0.5 * self.lam[:, None] * gamma[None, :] + self.l2) - tail[None, :]
-            h.mul_(scale[:, :, None])
+            h.mul_(scale.to(dt)[:, :, None])
             out[:, d * c :] = (2.0 / gamma[:, None]) * gc
         else:  # the exact block on (Q, bias), the bound's tail on the rest
             rhs = torch.cat([h, gc[None]]).permute(0, 2, 1).reshape(-1, k)  # ((r+1)*C, K)
-            sol = (self.block @ rhs).view(-1, c, k).permute(0, 2, 1)  # (r + 1, K, C)
-            h = sol[:-1] - h * tail[None, :, None]
+            sol = (block @ rhs).view(-1, c, k).permute(0, 2, 1)  # (r + 1, K, C)
+            h = sol[:-1] - h * tail.to(dt)[None, :, None]
             out[:, d * c :] = sol[-1]
-        pv = torch.addmm(u.mul_(tail[None, :, None]).view(d, k * c), self.q, h.reshape(-1, k * c))
+        u.mul_(tail.to(dt)[None, :, None])
+        pv = torch.addmm(u.view(d, k * c), q, h.reshape(-1, k * c))
         pv = pv.view(d, k, c).add_(gmean, alpha=1.0 / self.l2).mul_(live)
         out[:, : d * c].view(k, d, c).copy_(pv.permute(1, 0, 2))
         return out
@@ -152,15 +169,17 @@ class Preconditioner:
     def inverse_bound_curvature(
         self, y: torch.Tensor, heads: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``y^T B_k^+ y`` per head (B_k: head k's bound as approximated in :meth:`apply`)."""
-        k, d, c = y.shape[0], self.d, self.c
+        """``y^T B_k^+ y`` per head (B_k: head k's bound as approximated in :meth:`apply`),
+        float64 (k,) whatever y's dtype."""
+        k, d, c, f64 = y.shape[0], self.d, self.c, torch.float64
+        _, q_t, _, live = self._in(y.dtype)
         self.n_curv += k
         u = y[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()
-        u.sub_(u.mean(dim=2, keepdim=True)).mul_(self._live(heads))
+        u.sub_(u.mean(dim=2, keepdim=True)).mul_(self._live(live, heads))
         inv_tail = 1.0 / self.lam_tail if self.lam_tail > 0 else 0.0  # pseudo-inverse
-        tot = 2.0 * inv_tail * (u * u).sum(dim=(0, 2))
-        h = (self.q_t @ u.view(d, k * c)).view(-1, k, c)
-        tot += 2.0 * ((h * h).sum(dim=2) * (1.0 / self.lam - inv_tail)[:, None]).sum(dim=0)
-        yc = y[:, d * c :]
+        tot = 2.0 * inv_tail * (u * u).sum(dim=(0, 2)).to(f64)  # (a float64 sum: 3x slower)
+        h = (q_t @ u.view(d, k * c)).view(-1, k, c)
+        tot += 2.0 * ((h * h).sum(dim=2).to(f64) * (1.0 / self.lam - inv_tail)[:, None]).sum(0)
+        yc = y[:, d * c :].to(f64)
         yc = yc - yc.mean(dim=1, keepdim=True)
         return tot + 2.0 * (yc * yc).sum(dim=1)
