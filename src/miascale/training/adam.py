@@ -68,7 +68,7 @@ def adam(
             g_raw = torch.bmm(xb.transpose(1, 2), r.to(prob.dtype)).to(f64)
             g_v = (g_raw - prob.mu_c[:, :, None] * g_c[:, None, :]) / prob.sd[:, :, None]
             g_v = g_v + prob.l2 * v
-            grad = torch.cat([g_v.reshape(k, d * c), g_c], dim=1)
+            grad = torch.cat([g_v.transpose(1, 2).reshape(k, d * c), g_c], dim=1)  # class-major
             grad = grad * live[:, None]
             t_head = t_head + live.to(f64)
             m1 = torch.where(live[:, None], beta1 * m1 + (1 - beta1) * grad, m1)

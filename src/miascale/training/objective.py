@@ -1,7 +1,7 @@
 """The K head objectives of :mod:`miascale.training.heads`, evaluated together.
 
-:class:`HeadObjective` holds ``theta`` (K, P) as ``P = D*C + C`` (weights in standardised space,
-then the bias) and evaluates any subset of the heads with two GEMMs over the pool; the same pass
+:class:`HeadObjective` holds ``theta`` (K, P) as ``P = C*D + C`` (weights in standardised space,
+class-major, then the bias) and evaluates any subset of the heads with two GEMMs over the pool; the same pass
 yields every evaluated head's LiRA statistic ``phi`` on the pool, for the stopping rule.
 
 Contract: docs/design/training.md ("The K objectives, evaluated together").
@@ -90,6 +90,11 @@ class HeadObjective:
         self.mu_zero = standardize != "subset"  # then mu_c is exactly 0
         self.sd = sd
         self.inv_sd = 1.0 / sd
+        # A feature constant on a head's subset (sd floored) is out of that head's model: its
+        # data gradient, formed by cancellation and scaled by 1/STD_FLOOR, is rounding noise, so
+        # it is set to 0 there (its weight stays exactly 0 from the zero start; the
+        # preconditioner masks it likewise)
+        self.inv_sd_grad = self.inv_sd * (sd > STD_FLOOR)
         self.xc64 = xc64
         self.weight = m * inv_n[:, None]  # (K, N) per-example weights 1/n_k on T_k
         self.y = torch.as_tensor(y, device=device)
@@ -108,8 +113,9 @@ class HeadObjective:
         ``R @ Xc`` takes bfloat16 inputs and output (8 significant bits; the logits, objective
         and phi keep float32, so line searches see the float32 objective)."""
         self.dtype = dtype
-        # (mu_c, 1/sd, sd) in the work dtype
-        self.stats = tuple(t.to(dtype) for t in (self.mu_c, self.inv_sd, self.sd))
+        # (mu_c, 1/sd, sd, 1/sd or 0 for the gradient) in the work dtype
+        stats = (self.mu_c, self.inv_sd, self.sd, self.inv_sd_grad)
+        self.stats = tuple(t.to(dtype) for t in stats)
         self.xc = self.xc64.to(dtype)
         self.xc_t = self.xc.t().contiguous()
         self.weight_work = self.weight.to(dtype)
@@ -117,9 +123,11 @@ class HeadObjective:
         self.xc_bf16 = self.xc64.to(torch.bfloat16) if fast else None
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights V (k, D, C), a view of ``theta``'s class-major (k, C, D) block, and the
+        bias (k, C)."""
         dc = self.d * self.c
         k = theta.shape[0]
-        return theta[:, :dc].reshape(k, self.d, self.c), theta[:, dc:]
+        return theta[:, :dc].view(k, self.c, self.d).transpose(1, 2), theta[:, dc:]
 
     def folded(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw-space-offset form: logits = xc @ U + off (xc globally centred), all heads."""
@@ -137,23 +145,24 @@ class HeadObjective:
         size k*C x D x N and the per-example work between them run in ``self.dtype``; the
         objective is accumulated and returned in float64, the gradient and phi in
         ``self.dtype`` (:mod:`.lbfgs` keeps its vector state in it).
-        Per-example arrays are class-major, (k, C, N): both GEMMs then put the long k*C axis
-        first, the faster orientation for these shapes (measured: benchmarks/README.md).
+        Per-example arrays are class-major, (k, C, N), as the weights are in ``theta``: both
+        GEMMs then put the long k*C axis first, the faster orientation for these shapes
+        (measured: benchmarks/README.md), and nothing is transposed.
         """
         self.n_evals += 1
         d, c, n = self.d, self.c, self.n
         k = theta.shape[0]
         self.n_head_evals += k
         f64, wdt = torch.float64, self.dtype
-        mu_c, inv_sd, sd = self.stats
+        mu_c, inv_sd, sd, inv_sd_g = self.stats
         weight, work = self.weight, self.weight_work
         if heads is not None:
-            mu_c, inv_sd, sd = mu_c[heads], inv_sd[heads], sd[heads]
+            mu_c, inv_sd, sd, inv_sd_g = mu_c[heads], inv_sd[heads], sd[heads], inv_sd_g[heads]
             weight, work = weight[heads], work[heads]
         y_idx = self.y.view(1, 1, n).expand(k, 1, n)
-        v, bias = self.split(theta)
-        u = torch.empty(k, c, d, dtype=wdt, device=self.device)  # U^T of all heads, one pass
-        u.copy_(v.transpose(1, 2)).mul_(inv_sd[:, None, :])
+        vt, bias = theta[:, : d * c].view(k, c, d), theta[:, d * c :]  # V^T, class-major
+        u = torch.empty(k, c, d, dtype=wdt, device=self.device)  # U^T of all heads
+        u.copy_(vt).mul_(inv_sd[:, None, :])
         off = bias.to(wdt, copy=True)
         if not self.mu_zero:
             off.sub_(torch.bmm(u, mu_c.unsqueeze(2)).squeeze(2))
@@ -178,18 +187,18 @@ class HeadObjective:
         # exact sum over classes is 0: rounding's common shift of the biases is removed, else a
         # float32 state lets the biases drift along that flat direction
         g_c.sub_(g_c.mean(dim=1, keepdim=True))
-        # The weight gradient (g_raw - g_c mu^T) / sd + l2 V, formed class-major in the work
-        # dtype (V^T = U^T sd) and then transposed into g: one strided pass, no mixed dtypes.
-        gt = self._times_pool_t(r.view(k * c, n)).reshape(k, c, d).to(wdt)
+        # The weight gradient (g_raw - g_c mu^T) / sd + l2 V, class-major, in the work dtype
+        # (V^T = U^T sd: no mixed dtypes, 15x slower on CPU)
+        g = torch.empty(k, self.n_params, dtype=wdt, device=self.device)
+        gt = g[:, : d * c].view(k, c, d)
+        gt.copy_(self._times_pool_t(r.view(k * c, n)).reshape(k, c, d))
         if not self.mu_zero:
-            gt = torch.baddbmm(gt, g_c[:, :, None], mu_c[:, None, :], alpha=-1.0)
-        gt.mul_(inv_sd[:, None, :])
+            gt.baddbmm_(g_c[:, :, None], mu_c[:, None, :], alpha=-1.0)
+        gt.mul_(inv_sd_g[:, None, :])
         if self.l2:
             gt.addcmul_(u, sd[:, None, :], value=self.l2)
             tv = theta[:, : d * c]
             f = f + 0.5 * self.l2 * (tv * tv).sum(dim=1)
-        g = torch.empty(k, self.n_params, dtype=wdt, device=self.device)
-        g[:, : d * c].view(k, d, c).copy_(gt.transpose(1, 2))
         g[:, d * c :] = g_c
         return f, g, phi
 

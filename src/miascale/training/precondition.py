@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from miascale.training.objective import STD_FLOOR, HeadObjective
+from miascale.training.objective import ROWS_FIRST_MIN, STD_FLOOR, HeadObjective
 
 BOUND_CUT = (0.01, 16.0)
 """The bound keeps eigenvalues of ``Sigma`` exactly when they are at least this fraction of its
@@ -35,6 +35,16 @@ def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(lam, device=a.device), torch.as_tensor(u, device=a.device)
 
 
+def _times(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b``; with fewer than ``ROWS_FIRST_MIN`` rows (a few heads) as one product per row
+    (a batched GEMM over ``b`` broadcast, no copy): MKL rounds small GEMMs differently with 1
+    and 2 threads in either orientation, and a sweep must give the same numbers in a one-thread
+    worker as locally (tested)."""
+    if a.shape[0] >= ROWS_FIRST_MIN:
+        return a @ b
+    return torch.bmm(a.unsqueeze(1), b.expand(a.shape[0], *b.shape)).squeeze(1)
+
+
 class Preconditioner:
     """Inverse of a scaled Böhning bound, shared by all heads (docs/design/training.md).
 
@@ -43,7 +53,7 @@ class Preconditioner:
     statistics. ``Sigma`` is kept as its top eigenpairs ``Q, lam`` (cut by ``BOUND_CUT``) plus
     one flat value ``lam_tail`` (the largest eigenvalue dropped) for the rest. Head k's
     preconditioner is ``P_k = gamma_k * B + l2 * I_V``; applying its inverse to all heads is two
-    GEMMs over (D, r) x (r, K*C) with r the kept rank, plus elementwise work.
+    GEMMs, (K*C, D) x (D, r) and back, with r the kept rank, plus elementwise work.
 
     :meth:`at` replaces the ``(Q, bias)`` block by the exact data Hessian of one head on the
     whole pool (the start head), without ``gamma_k``.
@@ -69,7 +79,8 @@ class Preconditioner:
         # only the regulariser and stay exactly 0 from the zero start. The shared Sigma knows
         # nothing of that, so such coordinates are masked out of P_k^{-1} (else they pick up
         # weights ~ tol/l2 that the folding W = V/sd_k blows up by 1/STD_FLOOR).
-        self.live = (prob.sd > STD_FLOOR).to(prob.sd.dtype).t().contiguous()  # (D, K)
+        self.live = (prob.sd > STD_FLOOR).to(prob.sd.dtype)  # (K, D)
+        self.all_live = bool(self.live.all())  # the common case: no mask to apply
         self.d, self.c = d, prob.c
         self.casts: dict = {}  # (q, q_t, block, live) in a state dtype other than float64
         self.block = None  # (M, M) inverse of the exact-curvature block, M = (rank + 1) * C
@@ -127,43 +138,49 @@ class Preconditioner:
         new.casts = {}
         return new
 
-    @staticmethod
-    def _live(live: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
-        """The live mask ``live`` (D, K) of the heads ``heads`` (None: all), (D, k, 1); a mask
-        built for one head (the start head's, :meth:`at`) serves every head."""
-        one = heads is None or live.shape[1] == 1
-        return (live if one else live[:, heads])[:, :, None]
+    def _live(self, live: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor | None:
+        """The live mask ``live`` (K, D) of the heads ``heads`` (None: all) as (k, 1, D), or
+        None when every feature is live; a mask built for one head (the start head's,
+        :meth:`at`) serves every head."""
+        if self.all_live:
+            return None
+        one = heads is None or live.shape[0] == 1
+        return (live if one else live[heads])[:, None, :]
 
     def apply(
         self, g: torch.Tensor, gamma: torch.Tensor, heads: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``P_k^{-1} g`` for every head, g (k, P) -> (k, P) in g's dtype, gamma (k,); the rows
-        are the heads ``heads`` (None: all, in order)."""
+        are the heads ``heads`` (None: all, in order). Weights are class-major (k, C, D) in
+        ``g`` (:mod:`.objective`), so both GEMMs read and write them in place."""
         k, d, c, dt = g.shape[0], self.d, self.c, g.dtype
         q, q_t, block, live = self._in(dt)
         live = self._live(live, heads)
         self.n_apply += k
         out = torch.empty_like(g)
-        u = g[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()  # (D, K, C)
-        gmean = u.mean(dim=2, keepdim=True)
-        u.sub_(gmean).mul_(live)
-        tail = 1.0 / (0.5 * self.lam_tail * gamma + self.l2)  # (K,)
-        h = (q_t @ u.view(d, k * c)).view(-1, k, c)
+        gv = g[:, : d * c].view(k, c, d)
+        gmean = gv.mean(dim=1, keepdim=True)  # (k, 1, D): the class mean, scaled by 1/l2
+        u = gv - gmean
+        if live is not None:
+            u.mul_(live)
+        tail = (1.0 / (0.5 * self.lam_tail * gamma + self.l2)).to(dt)  # (k,)
+        h = _times(u.view(k * c, d), q).view(k, c, -1)  # (k, C, r)
         gc = g[:, d * c :]
         gc = gc - gc.mean(dim=1, keepdim=True)
         if block is None:
-            scale = 1.0 / (0.5 * self.lam[:, None] * gamma[None, :] + self.l2) - tail[None, :]
-            h.mul_(scale.to(dt)[:, :, None])
+            scale = 1.0 / (0.5 * self.lam[None, :] * gamma[:, None] + self.l2)
+            h.mul_(scale.to(dt)[:, None, :] - tail[:, None, None])
             out[:, d * c :] = (2.0 / gamma[:, None]) * gc
         else:  # the exact block on (Q, bias), the bound's tail on the rest
-            rhs = torch.cat([h, gc[None]]).permute(0, 2, 1).reshape(-1, k)  # ((r+1)*C, K)
-            sol = (block @ rhs).view(-1, c, k).permute(0, 2, 1)  # (r + 1, K, C)
-            h = sol[:-1] - h * tail.to(dt)[None, :, None]
-            out[:, d * c :] = sol[-1]
-        u.mul_(tail.to(dt)[None, :, None])
-        pv = torch.addmm(u.view(d, k * c), q, h.reshape(-1, k * c))
-        pv = pv.view(d, k, c).add_(gmean, alpha=1.0 / self.l2).mul_(live)
-        out[:, : d * c].view(k, d, c).copy_(pv.permute(1, 0, 2))
+            rhs = torch.cat([h, gc[:, :, None]], dim=2).permute(2, 1, 0).reshape(-1, k)
+            sol = (block @ rhs).view(-1, c, k).permute(2, 1, 0)  # (k, C, r + 1)
+            h = sol[:, :, :-1] - h * tail[:, None, None]
+            out[:, d * c :] = sol[:, :, -1]
+        ov = out[:, : d * c].view(k, c, d)
+        u.mul_(tail[:, None, None]).view(k * c, d).add_(_times(h.reshape(k * c, -1), q_t))
+        torch.add(u, gmean, alpha=1.0 / self.l2, out=ov)
+        if live is not None:
+            ov.mul_(live)
         return out
 
     def inverse_bound_curvature(
@@ -172,14 +189,18 @@ class Preconditioner:
         """``y^T B_k^+ y`` per head (B_k: head k's bound as approximated in :meth:`apply`),
         float64 (k,) whatever y's dtype."""
         k, d, c, f64 = y.shape[0], self.d, self.c, torch.float64
-        _, q_t, _, live = self._in(y.dtype)
+        q, _, _, live = self._in(y.dtype)
+        live = self._live(live, heads)
         self.n_curv += k
-        u = y[:, : d * c].view(k, d, c).permute(1, 0, 2).contiguous()
-        u.sub_(u.mean(dim=2, keepdim=True)).mul_(self._live(live, heads))
+        yv = y[:, : d * c].view(k, c, d)
+        u = yv - yv.mean(dim=1, keepdim=True)
+        if live is not None:
+            u.mul_(live)
         inv_tail = 1.0 / self.lam_tail if self.lam_tail > 0 else 0.0  # pseudo-inverse
-        tot = 2.0 * inv_tail * (u * u).sum(dim=(0, 2)).to(f64)  # (a float64 sum: 3x slower)
-        h = (q_t @ u.view(d, k * c)).view(-1, k, c)
-        tot += 2.0 * ((h * h).sum(dim=2).to(f64) * (1.0 / self.lam - inv_tail)[:, None]).sum(0)
+        flat = u.view(k, c * d)
+        tot = 2.0 * inv_tail * torch.linalg.vecdot(flat, flat).to(f64)
+        h = _times(u.view(k * c, d), q).view(k, c, -1)
+        tot += 2.0 * ((h * h).sum(dim=1).to(f64) * (1.0 / self.lam - inv_tail)[None, :]).sum(1)
         yc = y[:, d * c :].to(f64)
         yc = yc - yc.mean(dim=1, keepdim=True)
         return tot + 2.0 * (yc * yc).sum(dim=1)

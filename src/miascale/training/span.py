@@ -52,10 +52,11 @@ class PoolSpan:
         return np.ascontiguousarray(out.transpose(1, 0, 2))
 
     def grad_norm(self, grad: torch.Tensor, n_classes: int) -> np.ndarray:
-        """Max-abs gradient in standardised space of reduced gradients (K, r*C + C)."""
+        """Max-abs gradient in standardised space of reduced gradients (K, C*r + C), weights
+        class-major (:mod:`.objective`)."""
         k, rc = grad.shape[0], self.rank * n_classes
         g = grad.cpu().numpy()
-        g_v = self._to_features(g[:, :rc].reshape(k, self.rank, n_classes))
+        g_v = self._to_features(g[:, :rc].reshape(k, n_classes, self.rank).transpose(0, 2, 1))
         return np.maximum(np.abs(g_v).max(axis=(1, 2)), np.abs(g[:, rc:]).max(axis=1))
 
 
