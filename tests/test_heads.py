@@ -336,9 +336,9 @@ def test_mixed_precision_reaches_the_float64_optimum(pool, exact_heads, monkeypa
     stored = []
     real = lbfgs._Pairs.store
 
-    def recording(self, s, yv, g_new):
-        stored.append((s.dtype, yv.dtype, self.s.dtype))
-        return real(self, s, yv, g_new)
+    def recording(self, g_new):
+        stored.append((g_new.dtype, self.y.dtype, self.s.dtype))
+        return real(self, g_new)
 
     monkeypatch.setattr(lbfgs._Pairs, "store", recording)
     x, y, mask = pool

@@ -214,9 +214,10 @@ def _run(
             gamma[failed] = 1.0
             has_hist = has_hist & ~failed
         moved = active & ~failed
-        s = direction.to(g.dtype).mul_(taken.to(g.dtype)[:, None])  # the step, state's dtype
-        yv = new_g - g
-        sy = mem.store(s, yv, new_g)  # the newest pair
+        s, yv = mem.next_slot()  # the newest pair, written in place (state's dtype)
+        torch.mul(direction, taken.to(g.dtype)[:, None], out=s)
+        torch.sub(new_g, g, out=yv)
+        sy = mem.store(new_g)
         yy = _rowdot(yv, yv)
         floor = PAIR_FLOOR[s.dtype] * yy.sqrt() * s.norm(dim=1).to(f64)
         good = moved & (sy > floor) & (yy > 0)
@@ -226,8 +227,8 @@ def _run(
             # Curvature of the data term relative to the bound, fitted to the newest pair:
             # with y_data = y - l2*s_V ~ gamma * B s, gamma = y_data^T B^+ y_data / s^T y_data.
             dc = prob.d * prob.c
-            y_data = yv.clone()
-            y_data[:, :dc].add_(s[:, :dc], alpha=-prob.l2)
+            y_data = torch.sub(yv, s, alpha=prob.l2)
+            y_data[:, dc:] = yv[:, dc:]  # the bias is not regularised
             data_sy = _rowdot(s, y_data)
             ratio = pre.inverse_bound_curvature(y_data, rows) / data_sy.clamp(min=1e-300)
             upd = good & (data_sy > 0) & torch.isfinite(ratio) & (ratio > 0)
@@ -280,19 +281,21 @@ class _Pairs:
         """The filled slots' ``s`` and ``y``, (K, n, P) views."""
         return self.s[:, : self.n], self.y[:, : self.n]
 
-    def store(self, s: torch.Tensor, y: torch.Tensor, g_new: torch.Tensor) -> torch.Tensor:
-        """Write the newest pair ``s``, ``y = g_new - g`` into slot ``pos``; returns ``s . y``
-        per head. (Row ``pos`` of ``sy``, ``s . y_j`` for the older pairs, is never read.)"""
+    def next_slot(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views (K, P) of slot ``pos``, where the caller writes the newest ``s`` and ``y``
+        before :meth:`store` (no copies)."""
+        return self.s[:, self.pos], self.y[:, self.pos]
+
+    def store(self, g_new: torch.Tensor) -> torch.Tensor:
+        """Take the newest pair ``s``, ``y = g_new - g`` written into :meth:`next_slot`; returns
+        ``s . y`` per head. (Row ``pos`` of ``sy``, ``s . y_j`` for the older pairs, is never
+        read.)"""
         slot = self.pos
-        s_g_new = torch.zeros_like(self.s_g)
-        if self.n:
-            s_g_new[:, : self.n] = self.dots(self.filled()[0], g_new)  # before slot is overwritten
-        s_y = s_g_new - self.s_g  # s_i . y
-        self.s[:, slot] = s
-        self.y[:, slot] = y
         self.n = max(self.n, slot + 1)
-        s_y[:, slot] = _rowdot(s, y)
-        s_g_new[:, slot] = _rowdot(s, g_new)
+        s_g_new = torch.zeros_like(self.s_g)
+        s_g_new[:, : self.n] = self.dots(self.filled()[0], g_new)  # the new pair's s . g_new too
+        s_y = s_g_new - self.s_g  # s_i . y (the new slot's is overwritten next)
+        s_y[:, slot] = _rowdot(self.s[:, slot], self.y[:, slot])
         self.sy[:, :, slot] = s_y
         self.s_g = s_g_new
         return s_y[:, slot]
