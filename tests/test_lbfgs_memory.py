@@ -119,7 +119,7 @@ def test_a_float64_switch_after_shrinking_changes_no_head(monkeypatch):
             out[:4] = (t.clone() for t in out[:4])
             out[0][i], out[1][i], out[2][i], out[3][i] = theta[i], f[i], g[i], phi[i]
             out[4] = out[4].clone()
-            out[4][i] = True
+            out[4][i] = 0.0  # the step taken: none
             state["switched"] += 1
         return tuple(out)
 
@@ -157,3 +157,38 @@ def test_row_reductions_match_naive_loops(dtype):
     )
     g[4, 9] = float("nan")
     assert torch.isnan(lbfgs.max_abs_rows(g)[4]) and not torch.isnan(lbfgs.max_abs_rows(g)[3])
+
+
+def test_row_dots_do_not_depend_on_the_thread_count():
+    # one long row (a working set of one head; P = 40,000 > the ~32k from which vecdot split a
+    # row's sum across threads)
+    g = torch.as_tensor(np.random.default_rng(4).normal(size=(1, 40_000)), dtype=torch.float32)
+    h = torch.roll(g, 7, dims=1)
+    before = torch.get_num_threads()
+    try:
+        dots = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            dots.append(lbfgs._rowdot(g, h))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(dots[0], dots[1])
+
+
+def test_a_head_without_data_keeps_a_finite_memory(monkeypatch):
+    # its gradient is exactly 0 from the zero start: plain L-BFGS's first step scaled it by
+    # 1/|g| clamped at 1e-300, which is 0 in float32 (0/0 = NaN went into the memory)
+    x, y, mask, c = _problem(k=6)
+    mask[2] = False
+    real = lbfgs._Pairs.store
+    seen = []
+
+    def checking(self, g_new):
+        s, yv = self.next_slot()
+        seen.append(bool(torch.isfinite(s).all() and torch.isfinite(yv).all()))
+        return real(self, g_new)
+
+    monkeypatch.setattr(lbfgs._Pairs, "store", checking)
+    heads = train_heads(x, y, mask, c, HeadConfig(precondition=False, dtype="mixed"))
+    assert len(seen) > 10 and all(seen)
+    assert np.isfinite(heads.weights).all() and (heads.weights[2] == 0).all()

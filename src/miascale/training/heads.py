@@ -72,7 +72,8 @@ class HeadConfig:
             native bfloat16 arithmetic, ``objective.native_bf16``; the objective, phi and line
             searches stay float32); ``"float64"`` throughout reaches ``tol=1e-6`` tightly;
             ``"float32"`` throughout is faster per iteration, but its gradient is only accurate
-            to about 1e-6 relative. The optimiser's state is float64.
+            to about 1e-6 relative. The parameters are float64; L-BFGS keeps its vector state
+            (gradients, directions, memory) in the GEMMs' precision.
         precondition: L-BFGS only: use the scaled Böhning-bound preconditioner described in
             docs/design/training.md (default; outside the pool's span its top block is the
             start head's exact curvature). ``False`` gives plain L-BFGS with ``H0 = gamma*I``;

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from miascale.training.objective import HeadObjective
+from miascale.training.objective import row_dots as _rowdot
 from miascale.training.precondition import Preconditioner
 
 CRAWL_WINDOW = 25
@@ -39,15 +40,6 @@ fraction of it, so that the vector work follows the running heads rather than K.
 PAIR_FLOOR = {torch.float64: 1e-12, torch.float32: 1e-5}
 """A pair is kept only when ``s . y`` exceeds this x ``|s| |y|`` (by the state's dtype: float32
 dots over P terms are good to about 1e-6 of that)."""
-
-
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products of two (K, P) tensors, float64 (K,): in float64 as a batched GEMV
-    (no (K, P) temporary), in float32 by ``vecdot`` (2x faster there, 1.5x slower in float64:
-    benchmarks/README.md)."""
-    if a.dtype == torch.float64:
-        return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
-    return torch.linalg.vecdot(a, b).to(torch.float64)
 
 
 def max_abs_rows(g: torch.Tensor) -> torch.Tensor:
@@ -350,7 +342,7 @@ def _direction(
     has_hist: torch.Tensor,
     pre: Preconditioner | None,
     heads: torch.Tensor | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """L-BFGS search direction of every head (two-loop recursion, newest pair first) and its
     inner product with ``g`` (float64); ``heads``: which of the problem's heads the rows are
     (None: all, in order).
@@ -363,7 +355,7 @@ def _direction(
     order = mem.newest_first()
     rho_t = rho.t()  # (K, m)
     s_g = mem.s_g  # (K, m): s_i . g
-    a = torch.zeros(k, m, dtype=g.dtype, device=g.device)
+    a = torch.zeros(k, m, dtype=torch.float64, device=g.device)  # coefficients: float64
     for slot in order:
         a[:, slot] = rho_t[:, slot] * (s_g[:, slot] - (a * mem.sy[:, slot, :]).sum(dim=1))
     n = mem.n
@@ -391,7 +383,7 @@ def _direction(
             # Heads without history already got -P^{-1} g from the recursion above.
             sd_dir = -pre.apply(g, gamma, heads) if bool(reset.any()) else direction
         else:
-            gnorm2 = g.norm(dim=1).clamp(min=1e-300)
+            gnorm2 = g.norm(dim=1).clamp(min=torch.finfo(g.dtype).tiny)  # (a zero gradient: 0)
             sd_dir = -g / torch.where(has_hist, torch.ones_like(gnorm2), gnorm2)[:, None]
         direction = torch.where(bad[:, None], sd_dir, direction)
         gd = torch.where(bad, _rowdot(g, sd_dir), gd)

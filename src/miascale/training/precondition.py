@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from miascale.training.objective import ROWS_FIRST_MIN, STD_FLOOR, HeadObjective
+from miascale.training.objective import ROWS_FIRST_MIN, STD_FLOOR, HeadObjective, row_dots
 
 BOUND_CUT = (0.01, 16.0)
 """The bound keeps eigenvalues of ``Sigma`` exactly when they are at least this fraction of its
@@ -198,7 +198,7 @@ class Preconditioner:
             u.mul_(live)
         inv_tail = 1.0 / self.lam_tail if self.lam_tail > 0 else 0.0  # pseudo-inverse
         flat = u.view(k, c * d)
-        tot = 2.0 * inv_tail * torch.linalg.vecdot(flat, flat).to(f64)
+        tot = 2.0 * inv_tail * row_dots(flat, flat)
         h = _times(u.view(k * c, d), q).view(k, c, -1)
         tot += 2.0 * ((h * h).sum(dim=1).to(f64) * (1.0 / self.lam - inv_tail)[None, :]).sum(1)
         yc = y[:, d * c :].to(f64)
