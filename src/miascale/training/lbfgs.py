@@ -315,8 +315,9 @@ class _Pairs:
         """Keep only the heads ``keep`` (increasing indices into the current heads).
 
         The pairs move to the front of their own storage, head by head (``keep[j] >= j``, so a
-        row is read before it is overwritten): a gathered copy would fault in fresh memory the
-        size of the whole memory at each shrink (measured: benchmarks/README.md)."""
+        row is read before it is overwritten): a gathered copy faults in fresh memory the size
+        of the kept pairs at each shrink, 20-26 ms against 5 ms per (257, 10, 12,810) float32
+        tensor keeping 140 heads (benchmarks/README.md)."""
         n = self.n
         for j, i in enumerate(keep.tolist()):
             if i != j:
